@@ -6,3 +6,6 @@
 pub mod captions;
 pub mod media;
 pub mod models;
+pub mod onnx;
+pub mod vad;
+pub mod asr;

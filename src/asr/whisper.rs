@@ -1,0 +1,557 @@
+//! Whisper encoder/decoder (ONNX, int8) with a self-attention KV cache and greedy decoding.
+//!
+//! One call to [`Whisper::transcribe`] decodes one window of audio (at most 30 s):
+//! mel → encoder (cost grows with the audio length: the context is truncated to the audio plus
+//! [`CONTEXT_PAD_FRAMES`]) → optional language detection (one decoder step) → greedy decoding with
+//! the model's suppress lists, optional timestamp rules and hallucination guards (repetition loop,
+//! compression ratio, no-speech probability).
+//!
+//! Latency model (whisper-base int8, one core): mel ~15 ms, encoder ~20 ms per second of audio,
+//! decoder ~8-15 ms per token.
+
+use std::io::Write as _;
+
+use ort::session::Session;
+use ort::value::{DynValue, Tensor, TensorRef};
+use tokenizers::Tokenizer;
+
+use super::config::WhisperConfig;
+use super::mel::{HOP, MAX_FRAMES, MelFrontend};
+use super::{AsrError, ModelFiles};
+use crate::onnx::{self, OnnxError};
+
+/// Mel frames of silence appended after the audio in the truncated encoder context (1 s).
+pub const CONTEXT_PAD_FRAMES: usize = 100;
+/// Seconds per timestamp token.
+pub const TIMESTAMP_STEP_S: f32 = 0.02;
+/// Latest first timestamp allowed (whisper's `max_initial_timestamp`), in timestamp steps.
+const MAX_INITIAL_TIMESTAMP_STEPS: u32 = 50;
+/// Token budget: this many tokens per second of audio, plus [`TOKENS_BASE`].
+const TOKENS_PER_SECOND: f32 = 8.0;
+const TOKENS_BASE: usize = 10;
+/// Longest repeated token run (k-gram) checked by the loop guard.
+const MAX_LOOP_K: usize = 30;
+
+/// How the decoder chooses the language.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Language {
+    /// Use this language code (`en`, `fr`, ...).
+    Fixed(String),
+    /// Detect it from the language token.
+    Detect,
+}
+
+/// What to decode and how.
+#[derive(Debug, Clone)]
+pub struct DecodeOptions {
+    /// Language of the audio (ignored by English-only models).
+    pub language: Language,
+    /// Predict timestamp tokens (segment times inside the window).
+    pub timestamps: bool,
+    /// Tokens forced after the prompt (an already agreed prefix); decoding continues after them.
+    pub prefix: Vec<u32>,
+    /// Compression ratio above which the text is treated as a hallucination.
+    pub compression_ratio_threshold: f32,
+    /// No-speech probability above which (with a low average log-probability) the window is
+    /// treated as silence.
+    pub no_speech_threshold: f32,
+    /// Average log-probability below which a high no-speech probability means silence.
+    pub logprob_threshold: f32,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            language: Language::Fixed("en".into()),
+            timestamps: false,
+            prefix: Vec::new(),
+            compression_ratio_threshold: 2.4,
+            no_speech_threshold: 0.6,
+            logprob_threshold: -1.0,
+        }
+    }
+}
+
+/// Why a decoded text was rejected or cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The decoder repeated a token sequence; the repetition was cut.
+    RepetitionLoop,
+    /// The text compresses too well: a hallucinated loop. The text was dropped.
+    CompressionRatio,
+    /// The model judged the window to hold no speech. The text was dropped.
+    NoSpeech,
+    /// The token budget ran out.
+    TokenBudget,
+}
+
+/// A stretch of text with window-relative times from timestamp tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedText {
+    pub start: Option<f32>,
+    pub end: Option<f32>,
+    pub text: String,
+}
+
+/// Result of decoding one window.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// Text tokens (timestamps removed), including the forced prefix.
+    pub text_tokens: Vec<u32>,
+    /// Full text of the window (empty when a guard dropped it).
+    pub text: String,
+    /// Text split at timestamp tokens (one element without times when timestamps are off).
+    pub pieces: Vec<TimedText>,
+    /// Language code used.
+    pub language: Option<String>,
+    /// Probability of the detected language (1.0 when fixed).
+    pub language_prob: f32,
+    pub no_speech_prob: f32,
+    pub avg_logprob: f32,
+    /// Guards that fired.
+    pub guards: Vec<Guard>,
+}
+
+/// A loaded Whisper model.
+pub struct Whisper {
+    name: String,
+    config: WhisperConfig,
+    mel: MelFrontend,
+    encoder: Session,
+    decoder: Session,
+    tokenizer: Tokenizer,
+    logits: Vec<f32>,
+    first_row: Vec<f32>,
+}
+
+const ENC: &str = "whisper encoder";
+const DEC: &str = "whisper decoder";
+
+impl Whisper {
+    /// Loads a model from its files.
+    pub fn load(name: &str, files: &ModelFiles) -> Result<Self, AsrError> {
+        let config = WhisperConfig::load(&files.config)?;
+        let tokenizer = Tokenizer::from_file(&files.tokenizer)
+            .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", files.tokenizer.display())))?;
+        if tokenizer.get_vocab_size(true) > config.n_vocab {
+            return Err(AsrError::Config(format!(
+                "{}: tokenizer has {} tokens, model {}",
+                files.tokenizer.display(),
+                tokenizer.get_vocab_size(true),
+                config.n_vocab
+            )));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            mel: MelFrontend::load(&files.mel)?,
+            encoder: onnx::session(&files.encoder)?,
+            decoder: onnx::session(&files.decoder)?,
+            tokenizer,
+            logits: vec![0.0; config.n_vocab],
+            first_row: Vec::new(),
+            config,
+        })
+    }
+
+    /// Model name (`whisper-base`, ...).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the model can transcribe other languages than English.
+    pub fn multilingual(&self) -> bool {
+        self.config.multilingual
+    }
+
+    /// Whether `code` is a language this model knows.
+    pub fn knows_language(&self, code: &str) -> bool {
+        if self.config.multilingual { self.config.language_token(code).is_some() } else { code == "en" }
+    }
+
+    /// Token ids of `text` (no special tokens), for prompts and tests.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>, AsrError> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| AsrError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Text of `tokens` (special tokens skipped).
+    pub fn decode_text(&self, tokens: &[u32]) -> Result<String, AsrError> {
+        let eot = self.config.special_tokens.eot;
+        let ids: Vec<u32> = tokens.iter().copied().filter(|t| *t < eot).collect();
+        self.tokenizer.decode(&ids, true).map_err(|e| AsrError::Tokenizer(e.to_string()))
+    }
+
+    /// Whether token `t` starts a new word (its text begins with a space).
+    pub fn starts_word(&self, t: u32) -> bool {
+        self.tokenizer.id_to_token(t).is_some_and(|s| s.starts_with('\u{120}'))
+    }
+
+    /// Decodes `audio` (16 kHz mono, at most 30 s; longer audio is cut).
+    pub fn transcribe(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Decoded, AsrError> {
+        let audio_frames = audio.len().div_ceil(HOP);
+        let n_frames = ((audio_frames + CONTEXT_PAD_FRAMES).div_ceil(2) * 2).min(MAX_FRAMES);
+        let mel = self.mel.compute(audio, n_frames)?;
+        let (cross_k, cross_v) = self.encode(&mel, n_frames)?;
+
+        let st = self.config.special_tokens.clone();
+        let (language, language_prob) = if !self.config.multilingual {
+            (None, 1.0)
+        } else {
+            match &opts.language {
+                Language::Fixed(code) => (Some(code.clone()), 1.0),
+                Language::Detect => {
+                    let (code, p) = self.detect_language(&cross_k, &cross_v)?;
+                    (Some(code), p)
+                }
+            }
+        };
+        let mut prompt = vec![st.sot];
+        if let Some(code) = &language {
+            let tok = self.config.language_token(code).ok_or_else(|| AsrError::UnknownLanguage(code.clone()))?;
+            prompt.push(tok);
+            prompt.push(st.transcribe);
+        }
+        if !opts.timestamps {
+            prompt.push(st.notimestamps);
+        }
+        prompt.extend_from_slice(&opts.prefix);
+
+        let audio_s = audio.len() as f32 / 16_000.0;
+        let budget = ((audio_s * TOKENS_PER_SECOND) as usize + TOKENS_BASE + opts.prefix.len())
+            .min(self.config.n_text_ctx.saturating_sub(prompt.len() + 1));
+        let max_ts_steps = (audio_s / TIMESTAMP_STEP_S).ceil() as u32;
+
+        let mut guards = Vec::new();
+        let mut generated: Vec<u32> = opts.prefix.clone();
+        let mut sum_logprob = 0.0f64;
+        let mut sampled = 0usize;
+        let mut no_speech_prob = 0.0f32;
+
+        let l = self.config.n_text_layers;
+        let d = self.config.d_model;
+        let mut self_k: DynValue =
+            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
+        let mut self_v: DynValue =
+            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
+        let mut step_tokens: Vec<i64> = prompt.iter().map(|t| *t as i64).collect();
+        let mut first_step = true;
+        loop {
+            if generated.len() - opts.prefix.len() >= budget {
+                guards.push(Guard::TokenBudget);
+                break;
+            }
+            let (new_k, new_v) = self.decoder_step(&step_tokens, &self_k, &self_v, &cross_k, &cross_v, first_step)?;
+            self_k = new_k;
+            self_v = new_v;
+            if first_step {
+                no_speech_prob = softmax_at(&self.first_row, st.no_speech as usize);
+            }
+            let first_sampled = generated.len() == opts.prefix.len();
+            self.mask(opts.timestamps, &generated[opts.prefix.len()..], first_sampled && opts.prefix.is_empty(), max_ts_steps);
+            let (tok, logprob) = argmax_logprob(&self.logits);
+            first_step = false;
+            if tok == st.eot {
+                sum_logprob += logprob as f64;
+                sampled += 1;
+                break;
+            }
+            sum_logprob += logprob as f64;
+            sampled += 1;
+            generated.push(tok);
+            if let Some(cut) = repetition_cut(&generated[opts.prefix.len()..]) {
+                generated.truncate(opts.prefix.len() + cut);
+                guards.push(Guard::RepetitionLoop);
+                break;
+            }
+            step_tokens.clear();
+            step_tokens.push(tok as i64);
+        }
+        let avg_logprob = if sampled > 0 { (sum_logprob / sampled as f64) as f32 } else { 0.0 };
+
+        let pieces = self.pieces(&generated, &st)?;
+        let text_tokens: Vec<u32> = generated.iter().copied().filter(|t| *t < st.eot).collect();
+        let mut text = self.decode_text(&text_tokens)?.trim().to_string();
+        let mut pieces = pieces;
+        if no_speech_prob > opts.no_speech_threshold && avg_logprob < opts.logprob_threshold {
+            guards.push(Guard::NoSpeech);
+        } else if compression_ratio(&text) > opts.compression_ratio_threshold {
+            guards.push(Guard::CompressionRatio);
+        }
+        if guards.iter().any(|g| matches!(g, Guard::NoSpeech | Guard::CompressionRatio)) {
+            text.clear();
+            pieces.clear();
+        }
+        Ok(Decoded { text_tokens, text, pieces, language, language_prob, no_speech_prob, avg_logprob, guards })
+    }
+
+    fn encode(&mut self, mel: &[f32], n_frames: usize) -> Result<(DynValue, DynValue), AsrError> {
+        let input = TensorRef::from_array_view(([1usize, 80, n_frames], mel)).map_err(onnx::run_err(ENC))?;
+        let mut out = self.encoder.run(ort::inputs!["mel" => input]).map_err(onnx::run_err(ENC))?;
+        let k = out.remove("cross_k").ok_or(OnnxError::Output { model: ENC, detail: "no cross_k".into() })?;
+        let v = out.remove("cross_v").ok_or(OnnxError::Output { model: ENC, detail: "no cross_v".into() })?;
+        Ok((k, v))
+    }
+
+    /// Runs one decoder step; leaves the last logits row in `self.logits` (and the first row in
+    /// `self.first_row` when `keep_first`).
+    fn decoder_step(
+        &mut self,
+        tokens: &[i64],
+        self_k: &DynValue,
+        self_v: &DynValue,
+        cross_k: &DynValue,
+        cross_v: &DynValue,
+        keep_first: bool,
+    ) -> Result<(DynValue, DynValue), AsrError> {
+        let toks = TensorRef::from_array_view(([1usize, tokens.len()], tokens)).map_err(onnx::run_err(DEC))?;
+        let mut out = self
+            .decoder
+            .run(ort::inputs![
+                "tokens" => toks,
+                "self_k" => self_k,
+                "self_v" => self_v,
+                "cross_k" => cross_k,
+                "cross_v" => cross_v,
+            ])
+            .map_err(onnx::run_err(DEC))?;
+        {
+            let (shape, data) = out["logits"].try_extract_tensor::<f32>().map_err(onnx::out_err(DEC))?;
+            let v = self.config.n_vocab;
+            if shape.len() != 3 || shape[2] as usize != v || shape[1] as usize != tokens.len() {
+                return Err(OnnxError::Output { model: DEC, detail: format!("logits shape {shape:?}") }.into());
+            }
+            let n = tokens.len();
+            self.logits.copy_from_slice(&data[(n - 1) * v..n * v]);
+            if keep_first {
+                self.first_row.clear();
+                self.first_row.extend_from_slice(&data[..v]);
+            }
+        }
+        let k = out.remove("new_self_k").ok_or(OnnxError::Output { model: DEC, detail: "no new_self_k".into() })?;
+        let v = out.remove("new_self_v").ok_or(OnnxError::Output { model: DEC, detail: "no new_self_v".into() })?;
+        Ok((k, v))
+    }
+
+    /// Most probable language, among the model's languages.
+    fn detect_language(&mut self, cross_k: &DynValue, cross_v: &DynValue) -> Result<(String, f32), AsrError> {
+        let (l, d) = (self.config.n_text_layers, self.config.d_model);
+        let empty_k: DynValue =
+            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
+        let empty_v: DynValue =
+            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
+        let sot = [self.config.special_tokens.sot as i64];
+        self.decoder_step(&sot, &empty_k, &empty_v, cross_k, cross_v, false)?;
+        let ids: Vec<(&String, &u32)> = self.config.lang_ids.iter().collect();
+        let max = ids.iter().map(|(_, t)| self.logits[**t as usize]).fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = ids.iter().map(|(_, t)| (self.logits[**t as usize] - max).exp()).sum();
+        let (code, tok) = ids
+            .iter()
+            .max_by(|a, b| self.logits[*a.1 as usize].total_cmp(&self.logits[*b.1 as usize]))
+            .ok_or_else(|| AsrError::Config("no languages".into()))?;
+        let p = (self.logits[**tok as usize] - max).exp() / sum;
+        Ok(((*code).clone(), p))
+    }
+
+    /// Applies suppress lists and timestamp rules to `self.logits`.
+    fn mask(&mut self, timestamps: bool, sampled: &[u32], first: bool, max_ts_steps: u32) {
+        let st = &self.config.special_tokens;
+        let logits = &mut self.logits;
+        let ninf = f32::NEG_INFINITY;
+        for &t in &self.config.suppress_tokens {
+            if let Some(x) = logits.get_mut(t as usize) {
+                *x = ninf;
+            }
+        }
+        if first {
+            for &t in &self.config.begin_suppress_tokens {
+                if let Some(x) = logits.get_mut(t as usize) {
+                    *x = ninf;
+                }
+            }
+        }
+        let eot = st.eot as usize;
+        let tsb = st.timestamp_begin as usize;
+        // every special token other than eot and (when enabled) timestamps
+        logits[eot + 1..tsb].fill(ninf);
+        if !timestamps {
+            logits[tsb..].fill(ninf);
+            return;
+        }
+        apply_timestamp_rules(logits, sampled, st.eot, st.timestamp_begin, first, max_ts_steps);
+    }
+
+    /// Splits generated tokens at timestamp tokens.
+    fn pieces(&self, generated: &[u32], st: &super::config::SpecialTokens) -> Result<Vec<TimedText>, AsrError> {
+        let mut pieces = Vec::new();
+        let mut start: Option<f32> = None;
+        let mut toks: Vec<u32> = Vec::new();
+        for &t in generated {
+            if t >= st.timestamp_begin {
+                let time = (t - st.timestamp_begin) as f32 * TIMESTAMP_STEP_S;
+                if toks.is_empty() {
+                    start = Some(time);
+                } else {
+                    pieces.push(TimedText { start, end: Some(time), text: self.decode_text(&toks)? });
+                    toks.clear();
+                    start = None;
+                }
+            } else if t < st.eot {
+                toks.push(t);
+            }
+        }
+        if !toks.is_empty() {
+            pieces.push(TimedText { start, end: None, text: self.decode_text(&toks)? });
+        }
+        pieces.retain(|p| !p.text.trim().is_empty());
+        Ok(pieces)
+    }
+}
+
+/// Whisper's timestamp rules: timestamps come in pairs, never decrease, the first token is a
+/// timestamp no later than 1 s, none past the end of the audio, and a timestamp is forced when
+/// timestamps are jointly more probable than any text token.
+fn apply_timestamp_rules(logits: &mut [f32], sampled: &[u32], eot: u32, tsb: u32, first: bool, max_ts_steps: u32) {
+    let ninf = f32::NEG_INFINITY;
+    let is_ts = |t: u32| t >= tsb;
+    let tsb_u = tsb as usize;
+    let n = sampled.len();
+    let last_ts = n >= 1 && is_ts(sampled[n - 1]);
+    let penult_ts = n < 2 || is_ts(sampled[n - 2]);
+    if last_ts {
+        if penult_ts {
+            logits[tsb_u..].fill(ninf);
+        } else {
+            logits[..eot as usize].fill(ninf);
+        }
+    }
+    if let Some(&last) = sampled.iter().rev().find(|t| is_ts(**t)) {
+        let floor = if last_ts && !penult_ts { last } else { last + 1 };
+        let floor = (floor as usize).min(logits.len());
+        logits[tsb_u..floor].fill(ninf);
+    }
+    if first {
+        logits[..tsb_u].fill(ninf);
+        let last_allowed = tsb_u + MAX_INITIAL_TIMESTAMP_STEPS as usize + 1;
+        if last_allowed < logits.len() {
+            logits[last_allowed..].fill(ninf);
+        }
+    }
+    let end_allowed = tsb_u + max_ts_steps as usize + 1;
+    if end_allowed < logits.len() {
+        logits[end_allowed..].fill(ninf);
+    }
+    // timestamps jointly more probable than the best text token: force a timestamp
+    let max_all = logits.iter().copied().fold(ninf, f32::max);
+    if max_all == ninf {
+        return;
+    }
+    let ts_mass: f32 = logits[tsb_u..].iter().map(|x| (x - max_all).exp()).sum();
+    let text_max = logits[..tsb_u].iter().copied().fold(ninf, f32::max);
+    if ts_mass > 0.0 && ts_mass.ln() > text_max - max_all {
+        logits[..tsb_u].fill(ninf);
+    }
+}
+
+/// Index of the best token and its log-probability.
+fn argmax_logprob(logits: &[f32]) -> (u32, f32) {
+    let mut best = 0usize;
+    for (i, x) in logits.iter().enumerate() {
+        if *x > logits[best] {
+            best = i;
+        }
+    }
+    let max = logits[best];
+    let sum: f32 = logits.iter().map(|x| (x - max).exp()).sum();
+    (best as u32, -sum.ln())
+}
+
+/// Softmax probability of index `i`.
+fn softmax_at(logits: &[f32], i: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = logits.iter().map(|x| (x - max).exp()).sum();
+    logits.get(i).map_or(0.0, |x| (x - max).exp() / sum)
+}
+
+/// If the sequence ends in a loop, the length to keep (the repeated copy removed).
+///
+/// A k-gram repeated back to back counts as a loop for k ≥ 3; shorter units must repeat more
+/// (k = 1: four times, k = 2: three times), as natural speech repeats short words.
+pub fn repetition_cut(seq: &[u32]) -> Option<usize> {
+    let n = seq.len();
+    for k in 1..=MAX_LOOP_K {
+        let copies = match k {
+            1 => 4,
+            2 => 3,
+            _ => 2,
+        };
+        if n < k * copies {
+            break;
+        }
+        let tail = &seq[n - k..];
+        if (1..copies).all(|c| &seq[n - (c + 1) * k..n - c * k] == tail) {
+            return Some(n - (copies - 1) * k);
+        }
+    }
+    None
+}
+
+/// Length of `text` divided by its zlib-compressed length (whisper's loop detector).
+pub fn compression_ratio(text: &str) -> f32 {
+    if text.len() < 24 {
+        return 1.0;
+    }
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    if enc.write_all(text.as_bytes()).is_err() {
+        return 1.0;
+    }
+    match enc.finish() {
+        Ok(z) if !z.is_empty() => text.len() as f32 / z.len() as f32,
+        _ => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loops_are_cut() {
+        assert_eq!(repetition_cut(&[1, 2, 3, 4, 5, 6]), None);
+        assert_eq!(repetition_cut(&[9, 1, 2, 3, 1, 2, 3]), Some(4));
+        assert_eq!(repetition_cut(&[7, 7]), None);
+        assert_eq!(repetition_cut(&[7, 7, 7, 7]), Some(1));
+        assert_eq!(repetition_cut(&[5, 6, 5, 6]), None);
+        assert_eq!(repetition_cut(&[5, 6, 5, 6, 5, 6]), Some(2));
+    }
+
+    #[test]
+    fn compression_ratio_flags_loops() {
+        let normal = "The quarterly report shows that revenue grew by twelve percent in the north.";
+        assert!(compression_ratio(normal) < 2.0, "{}", compression_ratio(normal));
+        let looped = "thank you so much ".repeat(12);
+        assert!(compression_ratio(&looped) > 2.4);
+    }
+
+    #[test]
+    fn timestamp_rules_pair_and_order() {
+        // vocab: 0..10 text, 10 = eot, 11..13 specials, 13.. timestamps
+        let (eot, tsb) = (10u32, 13u32);
+        let mut l = vec![0.0f32; 40];
+        apply_timestamp_rules(&mut l, &[], eot, tsb, true, 20);
+        assert!(l[..13].iter().all(|x| x.is_infinite()), "first token must be a timestamp");
+        assert!(l[13..].iter().take(21).all(|x| x.is_finite()));
+        let mut l = vec![0.0f32; 40];
+        apply_timestamp_rules(&mut l, &[15, 3], eot, tsb, false, 20);
+        assert!(l[13..16].iter().all(|x| x.is_infinite()), "timestamps never decrease");
+        assert!(l[16].is_finite());
+        let mut l = vec![0.0f32; 40];
+        apply_timestamp_rules(&mut l, &[15, 3, 17], eot, tsb, false, 20);
+        assert!(l[..10].iter().all(|x| x.is_infinite()), "an opened timestamp pair closes");
+        let mut l = vec![0.0f32; 40];
+        apply_timestamp_rules(&mut l, &[15, 3, 17, 17], eot, tsb, false, 20);
+        assert!(l[13..].iter().all(|x| x.is_infinite()), "after a pair comes text");
+        let mut l = vec![0.0f32; 40];
+        apply_timestamp_rules(&mut l, &[13, 3], eot, tsb, false, 5);
+        assert!(l[19..].iter().all(|x| x.is_infinite()), "no timestamp past the audio");
+    }
+}

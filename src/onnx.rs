@@ -1,0 +1,91 @@
+//! ONNX Runtime lifecycle: load the shared library once, build sessions with the project's
+//! threading policy, and turn `ort` errors into typed, model-named errors.
+//!
+//! Threading: every session runs with one intra-op and one inter-op thread. On small machines
+//! this is as fast as two threads per session and lets several tracks run side by side, each on
+//! its own worker thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+/// Errors from the inference runtime, each naming the library or model involved.
+#[derive(Debug, thiserror::Error)]
+pub enum OnnxError {
+    /// The ONNX Runtime shared library could not be found or loaded.
+    #[error("ONNX Runtime library {path} could not be loaded: {detail} (run `make setup` or set ORT_DYLIB_PATH)")]
+    Library { path: PathBuf, detail: String },
+    /// A model file could not be opened or is not a valid ONNX graph.
+    #[error("model {path} could not be loaded: {detail}")]
+    Load { path: PathBuf, detail: String },
+    /// Running a model failed.
+    #[error("{model}: inference failed: {detail}")]
+    Run { model: &'static str, detail: String },
+    /// A model returned an output of an unexpected name, type or shape.
+    #[error("{model}: unexpected output: {detail}")]
+    Output { model: &'static str, detail: String },
+}
+
+static ENV: OnceLock<Environment> = OnceLock::new();
+static LIB: OnceLock<PathBuf> = OnceLock::new();
+
+/// Loads the ONNX Runtime library at `lib` and creates the process-wide environment.
+/// Idempotent: later calls return immediately (the first library loaded stays).
+pub fn init(lib: &Path) -> Result<(), OnnxError> {
+    if ENV.get().is_some() {
+        return Ok(());
+    }
+    if !lib.exists() {
+        return Err(OnnxError::Library { path: lib.to_path_buf(), detail: "file not found".into() });
+    }
+    let builder = ort::init_from(lib)
+        .map_err(|e| OnnxError::Library { path: lib.to_path_buf(), detail: e.to_string() })?;
+    let env = builder
+        .with_name("soustitre")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| OnnxError::Library { path: lib.to_path_buf(), detail: e.to_string() })?;
+    let _ = LIB.set(lib.to_path_buf());
+    let _ = ENV.set(env);
+    Ok(())
+}
+
+/// The library loaded by [`init`], if any.
+pub fn library() -> Option<&'static Path> {
+    LIB.get().map(PathBuf::as_path)
+}
+
+/// Builds a session for the model at `path` (one intra-op thread, full graph optimisation).
+pub fn session(path: &Path) -> Result<Session, OnnxError> {
+    let env = ENV.get().ok_or_else(|| OnnxError::Load {
+        path: path.to_path_buf(),
+        detail: "ONNX Runtime is not initialised".into(),
+    })?;
+    let load = |detail: String| OnnxError::Load { path: path.to_path_buf(), detail };
+    if !path.exists() {
+        return Err(load("file not found".into()));
+    }
+    let builder = Session::builder(env).map_err(|e| load(e.to_string()))?;
+    let builder = builder
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| load(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| load(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| load(e.to_string()))?;
+    let mut builder = builder;
+    builder.commit_from_file(path).map_err(|e| load(e.to_string()))
+}
+
+/// Converts an `ort` error from running `model` into an [`OnnxError::Run`].
+pub(crate) fn run_err(model: &'static str) -> impl Fn(ort::Error) -> OnnxError {
+    move |e| OnnxError::Run { model, detail: e.to_string() }
+}
+
+/// Converts an `ort` error from reading an output of `model` into an [`OnnxError::Output`].
+pub(crate) fn out_err(model: &'static str) -> impl Fn(ort::Error) -> OnnxError {
+    move |e| OnnxError::Output { model, detail: e.to_string() }
+}
