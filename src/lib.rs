@@ -3,9 +3,14 @@
 //! Data path: `media` (GStreamer decode to 16 kHz mono) → `vad` (Silero) → `asr` (Whisper) →
 //! `stream` (segmentation, partial/final policy) → `captions` (event model and renderings).
 
+pub mod asr;
+pub mod bench;
 pub mod captions;
+pub mod engine;
 pub mod media;
 pub mod models;
 pub mod onnx;
+pub mod paths;
+pub mod run;
+pub mod stream;
 pub mod vad;
-pub mod asr;

@@ -1,3 +1,338 @@
-fn main() {
-    println!("soustitre");
+//! `soustitre`: the command-line edge. Errors are printed as one line and exit non-zero.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use soustitre::captions::{
+    CaptionEvent, CueSettings, JsonlWriter, TerminalRenderer, build_cues, to_srt, to_vtt,
+};
+use soustitre::engine::{DEFAULT_MODEL, Engine};
+use soustitre::media::DecodeSettings;
+use soustitre::models::ModelStore;
+use soustitre::stream::{LanguageSetting, StreamSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "soustitre",
+    version,
+    about = "Live captions for WebRTC meetings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Caption an audio file or URI: live captions on the terminal, event log and subtitles.
+    Transcribe(TranscribeArgs),
+    /// Fetch and verify models from the mirror.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Run every file with references in a corpus directory and print WER, latency and cost.
+    Bench(soustitre::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelsCommand {
+    /// Fetch (if missing) and verify model bundles.
+    Fetch {
+        /// Every bundle of the manifest.
+        #[arg(long)]
+        all: bool,
+        /// Bundles to fetch (default: the recognizer and the VAD).
+        bundles: Vec<String>,
+    },
+    /// Re-hash model bundles already in the model directory.
+    Verify {
+        #[arg(long)]
+        all: bool,
+        bundles: Vec<String>,
+    },
+    /// List the bundles of the manifest and where models are kept.
+    List,
+}
+
+/// Options shared by everything that captions.
+#[derive(Args, Clone)]
+pub struct CaptionOpts {
+    /// Language: en, fr, ... or auto (detect, then lock per stream).
+    #[arg(long, default_value = "auto")]
+    lang: LanguageSetting,
+    /// Recognition model.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// Stream settings file (TOML, the fields of the streaming policy).
+    #[arg(long)]
+    settings: Option<PathBuf>,
+    /// Do not emit partials (finals only).
+    #[arg(long)]
+    no_partials: bool,
+    /// Audio time between partials, ms.
+    #[arg(long)]
+    partial_interval_ms: Option<u32>,
+    /// Silence that ends a segment, ms.
+    #[arg(long)]
+    endpoint_silence_ms: Option<u32>,
+    /// Longest segment, seconds.
+    #[arg(long)]
+    max_segment_s: Option<f32>,
+}
+
+impl CaptionOpts {
+    fn stream_settings(&self) -> Result<StreamSettings> {
+        let mut s = match &self.settings {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str::<StreamSettings>(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?
+            }
+            None => StreamSettings::default(),
+        };
+        s.language = self.lang.clone();
+        if self.no_partials {
+            s.partials = false;
+        }
+        if let Some(v) = self.partial_interval_ms {
+            s.partial_interval_ms = v;
+        }
+        if let Some(v) = self.endpoint_silence_ms {
+            s.endpoint_silence_ms = v;
+        }
+        if let Some(v) = self.max_segment_s {
+            s.max_segment_s = v;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+#[derive(Args)]
+struct TranscribeArgs {
+    /// Audio file path or URI (anything GStreamer decodes: WAV, Ogg/Opus, MP3, MP4...).
+    input: String,
+    #[command(flatten)]
+    caption: CaptionOpts,
+    /// Pace the input at real time, as a live track arrives.
+    #[arg(long)]
+    realtime: bool,
+    /// Track name in the events.
+    #[arg(long, default_value = "mix")]
+    track: String,
+    /// Write the caption event log (JSONL) here.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Write WebVTT subtitles here.
+    #[arg(long)]
+    vtt: Option<PathBuf>,
+    /// Write SRT subtitles here.
+    #[arg(long)]
+    srt: Option<PathBuf>,
+    /// Characters per subtitle line.
+    #[arg(long, default_value_t = soustitre::captions::DEFAULT_MAX_LINE_CHARS)]
+    max_line_chars: usize,
+    /// Lines per subtitle cue.
+    #[arg(long, default_value_t = soustitre::captions::DEFAULT_MAX_LINES)]
+    max_lines: usize,
+    /// Print nothing on the terminal.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SOUSTITRE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // one line: the error itself, without the usage block
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("soustitre: {first} (see `soustitre --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("soustitre: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Transcribe(args) => transcribe(args),
+        Command::Models(cmd) => models(cmd),
+        Command::Bench(args) => {
+            let report = soustitre::bench::run(&args)?;
+            println!("{}", report.table());
+            Ok(())
+        }
+    }
+}
+
+fn transcribe(args: TranscribeArgs) -> Result<()> {
+    let settings = args.caption.stream_settings()?;
+    let cue_settings = CueSettings {
+        max_line_chars: args.max_line_chars,
+        max_lines: args.max_lines,
+        ..Default::default()
+    };
+    cue_settings.validate()?;
+    for out in [&args.events, &args.vtt, &args.srt].into_iter().flatten() {
+        check_writable(out)?;
+    }
+    let engine = Engine::prepare_default(&args.caption.model)?;
+    let decode = DecodeSettings {
+        realtime: args.realtime,
+        ..Default::default()
+    };
+    let mut log = match &args.events {
+        Some(p) => {
+            Some(JsonlWriter::create(p).with_context(|| format!("cannot write {}", p.display()))?)
+        }
+        None => None,
+    };
+    let mut term = (!args.quiet).then(TerminalRenderer::stdout);
+    let mut finals: Vec<CaptionEvent> = Vec::new();
+    let mut io_error: Option<std::io::Error> = None;
+    let report = soustitre::run::caption_input(
+        &args.input,
+        &decode,
+        &engine,
+        &settings,
+        &args.track,
+        |ev| {
+            if let Some(log) = log.as_mut()
+                && let Err(e) = log.write_event(ev)
+            {
+                io_error.get_or_insert(e);
+            }
+            if let Some(t) = term.as_mut() {
+                let _ = t.handle(ev);
+            }
+            if ev.is_final() {
+                finals.push(ev.clone());
+            }
+        },
+    )?;
+    if let Some(t) = term.as_mut() {
+        let _ = t.finish();
+    }
+    if let Some(e) = io_error {
+        bail!("writing the event log failed: {e}");
+    }
+    if let Some(mut log) = log {
+        log.flush()?;
+    }
+    let cues = build_cues(&finals, &cue_settings)?;
+    if let Some(p) = &args.vtt {
+        std::fs::write(p, to_vtt(&cues))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.srt {
+        std::fs::write(p, to_srt(&cues))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    eprintln!(
+        "{} finals, {:.1} s of audio in {:.1} s; compute {:.2} s per audio second (ASR {:.2} s, VAD {:.2} s)",
+        report.stats.finals,
+        report.audio_s,
+        report.wall_s,
+        report.cpu_s / report.audio_s.max(1e-9),
+        report.stats.asr_s,
+        report.stats.vad_s
+    );
+    Ok(())
+}
+
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn models(cmd: ModelsCommand) -> Result<()> {
+    let store = ModelStore::open_default()?;
+    let pick = |all: bool, bundles: Vec<String>| -> Vec<String> {
+        if all {
+            store
+                .manifest()
+                .bundle_names()
+                .map(str::to_string)
+                .collect()
+        } else if bundles.is_empty() {
+            vec![
+                DEFAULT_MODEL.to_string(),
+                soustitre::engine::VAD_BUNDLE.to_string(),
+            ]
+        } else {
+            bundles
+        }
+    };
+    match cmd {
+        ModelsCommand::Fetch { all, bundles } => {
+            for b in pick(all, bundles) {
+                let paths = store.ensure(&b)?;
+                println!(
+                    "{b}: {} files ok in {}",
+                    paths.files().len(),
+                    store.dir().display()
+                );
+            }
+        }
+        ModelsCommand::Verify { all, bundles } => {
+            for b in pick(all, bundles) {
+                let paths = store.verify(&b)?;
+                println!("{b}: {} files verified", paths.files().len());
+            }
+        }
+        ModelsCommand::List => {
+            println!("model directory: {}", store.dir().display());
+            match store.mirror() {
+                Some(m) => println!("mirror: {m}"),
+                None => println!("mirror: none (set SOUSTITRE_MODEL_MIRROR)"),
+            }
+            for b in store.manifest().bundle_names() {
+                let files = store.manifest().bundle_files(b)?;
+                let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+                println!(
+                    "  {b:<18} {:>3} files {:>7.1} MB",
+                    files.len(),
+                    bytes as f64 / 1e6
+                );
+            }
+        }
+    }
+    Ok(())
 }

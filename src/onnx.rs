@@ -16,7 +16,9 @@ use ort::session::builder::GraphOptimizationLevel;
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     /// The ONNX Runtime shared library could not be found or loaded.
-    #[error("ONNX Runtime library {path} could not be loaded: {detail} (run `make setup` or set ORT_DYLIB_PATH)")]
+    #[error(
+        "ONNX Runtime library {path} could not be loaded: {detail} (run `make setup` or set ORT_DYLIB_PATH)"
+    )]
     Library { path: PathBuf, detail: String },
     /// A model file could not be opened or is not a valid ONNX graph.
     #[error("model {path} could not be loaded: {detail}")]
@@ -39,15 +41,23 @@ pub fn init(lib: &Path) -> Result<(), OnnxError> {
         return Ok(());
     }
     if !lib.exists() {
-        return Err(OnnxError::Library { path: lib.to_path_buf(), detail: "file not found".into() });
+        return Err(OnnxError::Library {
+            path: lib.to_path_buf(),
+            detail: "file not found".into(),
+        });
     }
-    let builder = ort::init_from(lib)
-        .map_err(|e| OnnxError::Library { path: lib.to_path_buf(), detail: e.to_string() })?;
+    let builder = ort::init_from(lib).map_err(|e| OnnxError::Library {
+        path: lib.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     let env = builder
         .with_name("soustitre")
         .with_telemetry(false)
         .build()
-        .map_err(|e| OnnxError::Library { path: lib.to_path_buf(), detail: e.to_string() })?;
+        .map_err(|e| OnnxError::Library {
+            path: lib.to_path_buf(),
+            detail: e.to_string(),
+        })?;
     let _ = LIB.set(lib.to_path_buf());
     let _ = ENV.set(env);
     Ok(())
@@ -64,7 +74,10 @@ pub fn session(path: &Path) -> Result<Session, OnnxError> {
         path: path.to_path_buf(),
         detail: "ONNX Runtime is not initialised".into(),
     })?;
-    let load = |detail: String| OnnxError::Load { path: path.to_path_buf(), detail };
+    let load = |detail: String| OnnxError::Load {
+        path: path.to_path_buf(),
+        detail,
+    };
     if !path.exists() {
         return Err(load("file not found".into()));
     }
@@ -77,15 +90,23 @@ pub fn session(path: &Path) -> Result<Session, OnnxError> {
         .with_inter_threads(1)
         .map_err(|e| load(e.to_string()))?;
     let mut builder = builder;
-    builder.commit_from_file(path).map_err(|e| load(e.to_string()))
+    builder
+        .commit_from_file(path)
+        .map_err(|e| load(e.to_string()))
 }
 
 /// Converts an `ort` error from running `model` into an [`OnnxError::Run`].
 pub(crate) fn run_err(model: &'static str) -> impl Fn(ort::Error) -> OnnxError {
-    move |e| OnnxError::Run { model, detail: e.to_string() }
+    move |e| OnnxError::Run {
+        model,
+        detail: e.to_string(),
+    }
 }
 
 /// Converts an `ort` error from reading an output of `model` into an [`OnnxError::Output`].
 pub(crate) fn out_err(model: &'static str) -> impl Fn(ort::Error) -> OnnxError {
-    move |e| OnnxError::Output { model, detail: e.to_string() }
+    move |e| OnnxError::Output {
+        model,
+        detail: e.to_string(),
+    }
 }

@@ -39,9 +39,10 @@ impl WhisperConfig {
     pub fn load(path: &Path) -> Result<Self, AsrError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AsrError::Config(format!("{}: {e}", path.display())))?;
-        let cfg: WhisperConfig =
-            serde_json::from_str(&text).map_err(|e| AsrError::Config(format!("{}: {e}", path.display())))?;
-        cfg.check().map_err(|e| AsrError::Config(format!("{}: {e}", path.display())))?;
+        let cfg: WhisperConfig = serde_json::from_str(&text)
+            .map_err(|e| AsrError::Config(format!("{}: {e}", path.display())))?;
+        cfg.check()
+            .map_err(|e| AsrError::Config(format!("{}: {e}", path.display())))?;
         Ok(cfg)
     }
 
@@ -66,6 +67,9 @@ impl WhisperConfig {
 
     /// Language code of a language token.
     pub fn language_of(&self, token: u32) -> Option<&str> {
-        self.lang_ids.iter().find(|(_, t)| **t == token).map(|(c, _)| c.as_str())
+        self.lang_ids
+            .iter()
+            .find(|(_, t)| **t == token)
+            .map(|(c, _)| c.as_str())
     }
 }

@@ -27,7 +27,10 @@ pub struct MelFrontend {
 impl MelFrontend {
     /// Loads `whisper80_conv.onnx`.
     pub fn load(path: &Path) -> Result<Self, OnnxError> {
-        Ok(Self { session: onnx::session(path)?, buf: Vec::new() })
+        Ok(Self {
+            session: onnx::session(path)?,
+            buf: Vec::new(),
+        })
     }
 
     /// Log-mel features `[80, n_frames]` (row-major) of `audio`, zero-padded to `n_frames` frames.
@@ -37,16 +40,23 @@ impl MelFrontend {
         self.buf.clear();
         self.buf.extend_from_slice(&audio[..audio.len().min(n)]);
         self.buf.resize(n, 0.0);
-        let wave = TensorRef::from_array_view(([1usize, n], &self.buf[..])).map_err(onnx::run_err(MODEL))?;
+        let wave = TensorRef::from_array_view(([1usize, n], &self.buf[..]))
+            .map_err(onnx::run_err(MODEL))?;
         let len = [n as i64];
-        let lens = TensorRef::from_array_view(([1usize], &len[..])).map_err(onnx::run_err(MODEL))?;
+        let lens =
+            TensorRef::from_array_view(([1usize], &len[..])).map_err(onnx::run_err(MODEL))?;
         let outputs = self
             .session
             .run(ort::inputs!["waveforms" => wave, "waveforms_lens" => lens])
             .map_err(onnx::run_err(MODEL))?;
-        let (shape, data) = outputs["features"].try_extract_tensor::<f32>().map_err(onnx::out_err(MODEL))?;
+        let (shape, data) = outputs["features"]
+            .try_extract_tensor::<f32>()
+            .map_err(onnx::out_err(MODEL))?;
         if shape.len() != 3 || shape[1] != N_MELS as i64 || (shape[2] as usize) < n_frames {
-            return Err(OnnxError::Output { model: MODEL, detail: format!("features shape {shape:?}") });
+            return Err(OnnxError::Output {
+                model: MODEL,
+                detail: format!("features shape {shape:?}"),
+            });
         }
         let t = shape[2] as usize;
         let mut mel = Vec::with_capacity(N_MELS * n_frames);

@@ -33,12 +33,16 @@ const TOKENS_BASE: usize = 10;
 const MAX_LOOP_K: usize = 30;
 
 /// How the decoder chooses the language.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Language {
     /// Use this language code (`en`, `fr`, ...).
     Fixed(String),
-    /// Detect it from the language token.
-    Detect,
+    /// Detect it from the language token. When `prefer` is set, it is kept unless another
+    /// language is detected with at least `switch_confidence` probability.
+    Detect {
+        prefer: Option<String>,
+        switch_confidence: f32,
+    },
 }
 
 /// What to decode and how.
@@ -104,7 +108,8 @@ pub struct Decoded {
     pub pieces: Vec<TimedText>,
     /// Language code used.
     pub language: Option<String>,
-    /// Probability of the detected language (1.0 when fixed).
+    /// Probability of the detected language (1.0 when fixed); when a preferred language was kept,
+    /// the probability of the other language that was detected.
     pub language_prob: f32,
     pub no_speech_prob: f32,
     pub avg_logprob: f32,
@@ -165,12 +170,19 @@ impl Whisper {
 
     /// Whether `code` is a language this model knows.
     pub fn knows_language(&self, code: &str) -> bool {
-        if self.config.multilingual { self.config.language_token(code).is_some() } else { code == "en" }
+        if self.config.multilingual {
+            self.config.language_token(code).is_some()
+        } else {
+            code == "en"
+        }
     }
 
     /// Token ids of `text` (no special tokens), for prompts and tests.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>, AsrError> {
-        let enc = self.tokenizer.encode(text, false).map_err(|e| AsrError::Tokenizer(e.to_string()))?;
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| AsrError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -178,12 +190,16 @@ impl Whisper {
     pub fn decode_text(&self, tokens: &[u32]) -> Result<String, AsrError> {
         let eot = self.config.special_tokens.eot;
         let ids: Vec<u32> = tokens.iter().copied().filter(|t| *t < eot).collect();
-        self.tokenizer.decode(&ids, true).map_err(|e| AsrError::Tokenizer(e.to_string()))
+        self.tokenizer
+            .decode(&ids, true)
+            .map_err(|e| AsrError::Tokenizer(e.to_string()))
     }
 
     /// Whether token `t` starts a new word (its text begins with a space).
     pub fn starts_word(&self, t: u32) -> bool {
-        self.tokenizer.id_to_token(t).is_some_and(|s| s.starts_with('\u{120}'))
+        self.tokenizer
+            .id_to_token(t)
+            .is_some_and(|s| s.starts_with('\u{120}'))
     }
 
     /// Decodes `audio` (16 kHz mono, at most 30 s; longer audio is cut).
@@ -199,15 +215,26 @@ impl Whisper {
         } else {
             match &opts.language {
                 Language::Fixed(code) => (Some(code.clone()), 1.0),
-                Language::Detect => {
+                Language::Detect {
+                    prefer,
+                    switch_confidence,
+                } => {
                     let (code, p) = self.detect_language(&cross_k, &cross_v)?;
-                    (Some(code), p)
+                    match prefer {
+                        Some(pref) if *pref != code && p < *switch_confidence => {
+                            (Some(pref.clone()), p)
+                        }
+                        _ => (Some(code), p),
+                    }
                 }
             }
         };
         let mut prompt = vec![st.sot];
         if let Some(code) = &language {
-            let tok = self.config.language_token(code).ok_or_else(|| AsrError::UnknownLanguage(code.clone()))?;
+            let tok = self
+                .config
+                .language_token(code)
+                .ok_or_else(|| AsrError::UnknownLanguage(code.clone()))?;
             prompt.push(tok);
             prompt.push(st.transcribe);
         }
@@ -229,10 +256,12 @@ impl Whisper {
 
         let l = self.config.n_text_layers;
         let d = self.config.d_model;
-        let mut self_k: DynValue =
-            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
-        let mut self_v: DynValue =
-            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
+        let mut self_k: DynValue = Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new()))
+            .map_err(onnx::run_err(DEC))?
+            .into_dyn();
+        let mut self_v: DynValue = Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new()))
+            .map_err(onnx::run_err(DEC))?
+            .into_dyn();
         let mut step_tokens: Vec<i64> = prompt.iter().map(|t| *t as i64).collect();
         let mut first_step = true;
         loop {
@@ -240,14 +269,26 @@ impl Whisper {
                 guards.push(Guard::TokenBudget);
                 break;
             }
-            let (new_k, new_v) = self.decoder_step(&step_tokens, &self_k, &self_v, &cross_k, &cross_v, first_step)?;
+            let (new_k, new_v) = self.decoder_step(
+                &step_tokens,
+                &self_k,
+                &self_v,
+                &cross_k,
+                &cross_v,
+                first_step,
+            )?;
             self_k = new_k;
             self_v = new_v;
             if first_step {
                 no_speech_prob = softmax_at(&self.first_row, st.no_speech as usize);
             }
             let first_sampled = generated.len() == opts.prefix.len();
-            self.mask(opts.timestamps, &generated[opts.prefix.len()..], first_sampled && opts.prefix.is_empty(), max_ts_steps);
+            self.mask(
+                opts.timestamps,
+                &generated[opts.prefix.len()..],
+                first_sampled && opts.prefix.is_empty(),
+                max_ts_steps,
+            );
             let (tok, logprob) = argmax_logprob(&self.logits);
             first_step = false;
             if tok == st.eot {
@@ -266,7 +307,11 @@ impl Whisper {
             step_tokens.clear();
             step_tokens.push(tok as i64);
         }
-        let avg_logprob = if sampled > 0 { (sum_logprob / sampled as f64) as f32 } else { 0.0 };
+        let avg_logprob = if sampled > 0 {
+            (sum_logprob / sampled as f64) as f32
+        } else {
+            0.0
+        };
 
         let pieces = self.pieces(&generated, &st)?;
         let text_tokens: Vec<u32> = generated.iter().copied().filter(|t| *t < st.eot).collect();
@@ -277,18 +322,40 @@ impl Whisper {
         } else if compression_ratio(&text) > opts.compression_ratio_threshold {
             guards.push(Guard::CompressionRatio);
         }
-        if guards.iter().any(|g| matches!(g, Guard::NoSpeech | Guard::CompressionRatio)) {
+        if guards
+            .iter()
+            .any(|g| matches!(g, Guard::NoSpeech | Guard::CompressionRatio))
+        {
             text.clear();
             pieces.clear();
         }
-        Ok(Decoded { text_tokens, text, pieces, language, language_prob, no_speech_prob, avg_logprob, guards })
+        Ok(Decoded {
+            text_tokens,
+            text,
+            pieces,
+            language,
+            language_prob,
+            no_speech_prob,
+            avg_logprob,
+            guards,
+        })
     }
 
     fn encode(&mut self, mel: &[f32], n_frames: usize) -> Result<(DynValue, DynValue), AsrError> {
-        let input = TensorRef::from_array_view(([1usize, 80, n_frames], mel)).map_err(onnx::run_err(ENC))?;
-        let mut out = self.encoder.run(ort::inputs!["mel" => input]).map_err(onnx::run_err(ENC))?;
-        let k = out.remove("cross_k").ok_or(OnnxError::Output { model: ENC, detail: "no cross_k".into() })?;
-        let v = out.remove("cross_v").ok_or(OnnxError::Output { model: ENC, detail: "no cross_v".into() })?;
+        let input = TensorRef::from_array_view(([1usize, 80, n_frames], mel))
+            .map_err(onnx::run_err(ENC))?;
+        let mut out = self
+            .encoder
+            .run(ort::inputs!["mel" => input])
+            .map_err(onnx::run_err(ENC))?;
+        let k = out.remove("cross_k").ok_or(OnnxError::Output {
+            model: ENC,
+            detail: "no cross_k".into(),
+        })?;
+        let v = out.remove("cross_v").ok_or(OnnxError::Output {
+            model: ENC,
+            detail: "no cross_v".into(),
+        })?;
         Ok((k, v))
     }
 
@@ -303,7 +370,8 @@ impl Whisper {
         cross_v: &DynValue,
         keep_first: bool,
     ) -> Result<(DynValue, DynValue), AsrError> {
-        let toks = TensorRef::from_array_view(([1usize, tokens.len()], tokens)).map_err(onnx::run_err(DEC))?;
+        let toks = TensorRef::from_array_view(([1usize, tokens.len()], tokens))
+            .map_err(onnx::run_err(DEC))?;
         let mut out = self
             .decoder
             .run(ort::inputs![
@@ -315,10 +383,16 @@ impl Whisper {
             ])
             .map_err(onnx::run_err(DEC))?;
         {
-            let (shape, data) = out["logits"].try_extract_tensor::<f32>().map_err(onnx::out_err(DEC))?;
+            let (shape, data) = out["logits"]
+                .try_extract_tensor::<f32>()
+                .map_err(onnx::out_err(DEC))?;
             let v = self.config.n_vocab;
             if shape.len() != 3 || shape[2] as usize != v || shape[1] as usize != tokens.len() {
-                return Err(OnnxError::Output { model: DEC, detail: format!("logits shape {shape:?}") }.into());
+                return Err(OnnxError::Output {
+                    model: DEC,
+                    detail: format!("logits shape {shape:?}"),
+                }
+                .into());
             }
             let n = tokens.len();
             self.logits.copy_from_slice(&data[(n - 1) * v..n * v]);
@@ -327,23 +401,41 @@ impl Whisper {
                 self.first_row.extend_from_slice(&data[..v]);
             }
         }
-        let k = out.remove("new_self_k").ok_or(OnnxError::Output { model: DEC, detail: "no new_self_k".into() })?;
-        let v = out.remove("new_self_v").ok_or(OnnxError::Output { model: DEC, detail: "no new_self_v".into() })?;
+        let k = out.remove("new_self_k").ok_or(OnnxError::Output {
+            model: DEC,
+            detail: "no new_self_k".into(),
+        })?;
+        let v = out.remove("new_self_v").ok_or(OnnxError::Output {
+            model: DEC,
+            detail: "no new_self_v".into(),
+        })?;
         Ok((k, v))
     }
 
     /// Most probable language, among the model's languages.
-    fn detect_language(&mut self, cross_k: &DynValue, cross_v: &DynValue) -> Result<(String, f32), AsrError> {
+    fn detect_language(
+        &mut self,
+        cross_k: &DynValue,
+        cross_v: &DynValue,
+    ) -> Result<(String, f32), AsrError> {
         let (l, d) = (self.config.n_text_layers, self.config.d_model);
-        let empty_k: DynValue =
-            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
-        let empty_v: DynValue =
-            Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new())).map_err(onnx::run_err(DEC))?.into_dyn();
+        let empty_k: DynValue = Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new()))
+            .map_err(onnx::run_err(DEC))?
+            .into_dyn();
+        let empty_v: DynValue = Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new()))
+            .map_err(onnx::run_err(DEC))?
+            .into_dyn();
         let sot = [self.config.special_tokens.sot as i64];
         self.decoder_step(&sot, &empty_k, &empty_v, cross_k, cross_v, false)?;
         let ids: Vec<(&String, &u32)> = self.config.lang_ids.iter().collect();
-        let max = ids.iter().map(|(_, t)| self.logits[**t as usize]).fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = ids.iter().map(|(_, t)| (self.logits[**t as usize] - max).exp()).sum();
+        let max = ids
+            .iter()
+            .map(|(_, t)| self.logits[**t as usize])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = ids
+            .iter()
+            .map(|(_, t)| (self.logits[**t as usize] - max).exp())
+            .sum();
         let (code, tok) = ids
             .iter()
             .max_by(|a, b| self.logits[*a.1 as usize].total_cmp(&self.logits[*b.1 as usize]))
@@ -377,11 +469,22 @@ impl Whisper {
             logits[tsb..].fill(ninf);
             return;
         }
-        apply_timestamp_rules(logits, sampled, st.eot, st.timestamp_begin, first, max_ts_steps);
+        apply_timestamp_rules(
+            logits,
+            sampled,
+            st.eot,
+            st.timestamp_begin,
+            first,
+            max_ts_steps,
+        );
     }
 
     /// Splits generated tokens at timestamp tokens.
-    fn pieces(&self, generated: &[u32], st: &super::config::SpecialTokens) -> Result<Vec<TimedText>, AsrError> {
+    fn pieces(
+        &self,
+        generated: &[u32],
+        st: &super::config::SpecialTokens,
+    ) -> Result<Vec<TimedText>, AsrError> {
         let mut pieces = Vec::new();
         let mut start: Option<f32> = None;
         let mut toks: Vec<u32> = Vec::new();
@@ -391,7 +494,11 @@ impl Whisper {
                 if toks.is_empty() {
                     start = Some(time);
                 } else {
-                    pieces.push(TimedText { start, end: Some(time), text: self.decode_text(&toks)? });
+                    pieces.push(TimedText {
+                        start,
+                        end: Some(time),
+                        text: self.decode_text(&toks)?,
+                    });
                     toks.clear();
                     start = None;
                 }
@@ -400,7 +507,11 @@ impl Whisper {
             }
         }
         if !toks.is_empty() {
-            pieces.push(TimedText { start, end: None, text: self.decode_text(&toks)? });
+            pieces.push(TimedText {
+                start,
+                end: None,
+                text: self.decode_text(&toks)?,
+            });
         }
         pieces.retain(|p| !p.text.trim().is_empty());
         Ok(pieces)
@@ -410,7 +521,14 @@ impl Whisper {
 /// Whisper's timestamp rules: timestamps come in pairs, never decrease, the first token is a
 /// timestamp no later than 1 s, none past the end of the audio, and a timestamp is forced when
 /// timestamps are jointly more probable than any text token.
-fn apply_timestamp_rules(logits: &mut [f32], sampled: &[u32], eot: u32, tsb: u32, first: bool, max_ts_steps: u32) {
+fn apply_timestamp_rules(
+    logits: &mut [f32],
+    sampled: &[u32],
+    eot: u32,
+    tsb: u32,
+    first: bool,
+    max_ts_steps: u32,
+) {
     let ninf = f32::NEG_INFINITY;
     let is_ts = |t: u32| t >= tsb;
     let tsb_u = tsb as usize;
@@ -425,7 +543,11 @@ fn apply_timestamp_rules(logits: &mut [f32], sampled: &[u32], eot: u32, tsb: u32
         }
     }
     if let Some(&last) = sampled.iter().rev().find(|t| is_ts(**t)) {
-        let floor = if last_ts && !penult_ts { last } else { last + 1 };
+        let floor = if last_ts && !penult_ts {
+            last
+        } else {
+            last + 1
+        };
         let floor = (floor as usize).min(logits.len());
         logits[tsb_u..floor].fill(ninf);
     }
@@ -527,7 +649,11 @@ mod tests {
     #[test]
     fn compression_ratio_flags_loops() {
         let normal = "The quarterly report shows that revenue grew by twelve percent in the north.";
-        assert!(compression_ratio(normal) < 2.0, "{}", compression_ratio(normal));
+        assert!(
+            compression_ratio(normal) < 2.0,
+            "{}",
+            compression_ratio(normal)
+        );
         let looped = "thank you so much ".repeat(12);
         assert!(compression_ratio(&looped) > 2.4);
     }
@@ -538,20 +664,35 @@ mod tests {
         let (eot, tsb) = (10u32, 13u32);
         let mut l = vec![0.0f32; 40];
         apply_timestamp_rules(&mut l, &[], eot, tsb, true, 20);
-        assert!(l[..13].iter().all(|x| x.is_infinite()), "first token must be a timestamp");
+        assert!(
+            l[..13].iter().all(|x| x.is_infinite()),
+            "first token must be a timestamp"
+        );
         assert!(l[13..].iter().take(21).all(|x| x.is_finite()));
         let mut l = vec![0.0f32; 40];
         apply_timestamp_rules(&mut l, &[15, 3], eot, tsb, false, 20);
-        assert!(l[13..16].iter().all(|x| x.is_infinite()), "timestamps never decrease");
+        assert!(
+            l[13..16].iter().all(|x| x.is_infinite()),
+            "timestamps never decrease"
+        );
         assert!(l[16].is_finite());
         let mut l = vec![0.0f32; 40];
         apply_timestamp_rules(&mut l, &[15, 3, 17], eot, tsb, false, 20);
-        assert!(l[..10].iter().all(|x| x.is_infinite()), "an opened timestamp pair closes");
+        assert!(
+            l[..10].iter().all(|x| x.is_infinite()),
+            "an opened timestamp pair closes"
+        );
         let mut l = vec![0.0f32; 40];
         apply_timestamp_rules(&mut l, &[15, 3, 17, 17], eot, tsb, false, 20);
-        assert!(l[13..].iter().all(|x| x.is_infinite()), "after a pair comes text");
+        assert!(
+            l[13..].iter().all(|x| x.is_infinite()),
+            "after a pair comes text"
+        );
         let mut l = vec![0.0f32; 40];
         apply_timestamp_rules(&mut l, &[13, 3], eot, tsb, false, 5);
-        assert!(l[19..].iter().all(|x| x.is_infinite()), "no timestamp past the audio");
+        assert!(
+            l[19..].iter().all(|x| x.is_infinite()),
+            "no timestamp past the audio"
+        );
     }
 }

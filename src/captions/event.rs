@@ -95,7 +95,12 @@ mod tests {
             start: 0.9,
             end: 1.9,
             emitted_at: 2.3,
-            words: vec![Word { w: "Good".into(), start: 0.9, end: 1.2, speaker: None }],
+            words: vec![Word {
+                w: "Good".into(),
+                start: 0.9,
+                end: 1.2,
+                speaker: None,
+            }],
         };
         let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["type"], "partial");

@@ -116,7 +116,8 @@ pub(crate) fn input_to_uri(input: &str) -> Result<String, MediaError> {
         return Ok(input.to_owned());
     }
     check_file(input, path)?;
-    let absolute = std::path::absolute(path).map_err(|e| MediaError::NotFound(format!("{input} ({e})")))?;
+    let absolute =
+        std::path::absolute(path).map_err(|e| MediaError::NotFound(format!("{input} ({e})")))?;
     gstreamer::glib::filename_to_uri(&absolute, None)
         .map(|uri| uri.to_string())
         .map_err(|e| MediaError::NotAudio {
@@ -149,23 +150,40 @@ mod tests {
         let text = render(DECODE_TEMPLATE, &params("file:///tmp/a.wav")).unwrap();
         assert!(!text.contains('#'), "{text}");
         assert!(!text.contains('{') && !text.contains('}'), "{text}");
-        assert!(text.starts_with("uridecodebin name=decode uri=\"file:///tmp/a.wav\""), "{text}");
+        assert!(
+            text.starts_with("uridecodebin name=decode uri=\"file:///tmp/a.wav\""),
+            "{text}"
+        );
         assert!(text.contains("rate=16000,"), "{text}");
         assert!(text.contains("appsink name=sink sync=false"), "{text}");
-        let live = render(DECODE_TEMPLATE, &Params { uri: "x://y", sync: true }).unwrap();
+        let live = render(
+            DECODE_TEMPLATE,
+            &Params {
+                uri: "x://y",
+                sync: true,
+            },
+        )
+        .unwrap();
         assert!(live.contains("sync=true"), "{live}");
     }
 
     #[test]
     fn substitution_is_single_pass_and_keeps_other_braces() {
-        let text = render("a uri={uri} caps=x,f={ A, B } r={rate}", &params("http://h/{rate}")).unwrap();
+        let text = render(
+            "a uri={uri} caps=x,f={ A, B } r={rate}",
+            &params("http://h/{rate}"),
+        )
+        .unwrap();
         assert_eq!(text, "a uri=\"http://h/{rate}\" caps=x,f={ A, B } r=16000");
     }
 
     #[test]
     fn unknown_placeholder_is_an_error() {
         let err = render("a x={nope}", &params("u://")).unwrap_err();
-        assert!(matches!(err, MediaError::Pipeline(ref m) if m.contains("{nope}")), "{err}");
+        assert!(
+            matches!(err, MediaError::Pipeline(ref m) if m.contains("{nope}")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -209,7 +227,12 @@ mod tests {
 
     #[test]
     fn missing_inputs_are_not_found() {
-        for input in ["/nonexistent/soustitre/a.wav", "no-such-file.wav", "", "file:///nonexistent/b.wav"] {
+        for input in [
+            "/nonexistent/soustitre/a.wav",
+            "no-such-file.wav",
+            "",
+            "file:///nonexistent/b.wav",
+        ] {
             assert!(
                 matches!(input_to_uri(input), Err(MediaError::NotFound(_))),
                 "{input:?}: {:?}",
@@ -225,6 +248,9 @@ mod tests {
 
     #[test]
     fn other_uris_pass_through() {
-        assert_eq!(input_to_uri("https://example.org/a b.ogg").unwrap(), "https://example.org/a b.ogg");
+        assert_eq!(
+            input_to_uri("https://example.org/a b.ogg").unwrap(),
+            "https://example.org/a b.ogg"
+        );
     }
 }

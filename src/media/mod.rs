@@ -1,1 +1,272 @@
-//! (being written)
+//! Media in: decode any file or URI GStreamer can read into 16 kHz mono `f32` samples.
+//!
+//! The pipeline's shape lives in `pipelines/decode.gst` (gst-launch syntax, commented for
+//! operators); this module fills in its placeholders, builds it, and turns what comes out of the
+//! appsink and the bus into a stream of [`MediaEvent`]s on a bounded channel:
+//!
+//! ```text
+//! uridecodebin ─▶ audioconvert ─▶ audioresample ─▶ F32LE/16 kHz/mono ─▶ appsink
+//!                                                                          │ callback: copy + stamp
+//!                                     bounded channel (queue_chunks) ◀─────┘
+//!                                              │
+//!                              AudioSource::receiver() ─▶ vad / asr workers
+//! ```
+//!
+//! # Threads
+//! * GStreamer streaming threads run the decoder and the appsink callback, which only copies the
+//!   buffer into an [`AudioChunk`], stamps it and sends it.
+//! * One small named thread (`soustitre-media-bus`) watches the bus: EOS becomes
+//!   [`MediaEvent::Eos`], an error becomes [`MediaEvent::Error`]; either one is the last event and
+//!   closes the channel (the receiver then ends). No GLib main loop is needed.
+//!
+//! # Overflow policy
+//! **Block.** For files and URIs the channel holds at most [`DecodeSettings::queue_chunks`]
+//! chunks; when it is full the appsink callback waits, which back-pressures the decoder. Nothing
+//! is ever dropped, and memory stays bounded whatever the input length. Dropping the
+//! [`AudioSource`] releases a waiting callback at once. (Live tracks that must not fall behind
+//! need a different policy and belong to the live ingest path, not here.)
+//!
+//! # Errors
+//! [`AudioSource::open`] waits for the first decoded audio to reach the sink (preroll, bounded by
+//! 10 s), so an input that is missing, unreadable, not decodable, without an audio stream, or that
+//! needs a plugin that is not installed is reported by `open` itself, promptly. Errors later in
+//! the stream (corrupt data, network failure) arrive as [`MediaEvent::Error`].
+//!
+//! # Timestamps
+//! [`AudioChunk::first_sample`] is the index of the chunk's first sample since stream start,
+//! `round(t_ns * 16000 / 1e9)` where `t` is the running time of the buffer PTS (equal to the PTS
+//! for ordinary files). Deviations of up to 1 ms from the expected position are taken as timestamp
+//! rounding and the index stays contiguous; larger jumps are kept (gaps are counted in the index)
+//! and logged as warnings.
+//!
+//! # Latency model
+//! * Chunk: whatever the demuxer/decoder produces (wavparse: ~64-128 ms at 16 kHz; Opus: 20 ms
+//!   frames, regrouped by the demuxer), plus the resampler's filter delay (< 1 ms at quality 4).
+//! * Compute: format conversion and resampling cost a few µs per chunk; negligible.
+//! * Queue: up to `queue_chunks` chunks if the consumer lags (that is back-pressure, not loss).
+//! * With `realtime = true` the appsink releases each chunk when the pipeline clock reaches the
+//!   chunk's *start*; a live capture would deliver it at its end, one chunk later. Consumers that
+//!   measure caption latency from [`AudioSource::started_at`] should count a sample as available
+//!   at `started_at + (index + 1) / 16000 s`.
+//!
+//! # Example
+//! ```no_run
+//! use soustitre::media::{AudioSource, DecodeSettings, MediaEvent};
+//! let source = AudioSource::open("meeting.ogg", &DecodeSettings::default())?;
+//! for event in source.receiver() {
+//!     match event {
+//!         MediaEvent::Audio(chunk) => println!("{} samples at {}", chunk.samples.len(), chunk.first_sample),
+//!         MediaEvent::Eos => break,
+//!         MediaEvent::Error(err) => return Err(err.into()),
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod description;
+mod imp;
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+/// The sample rate of every [`AudioChunk`] (what the VAD and ASR models consume).
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Default capacity of the event channel, in chunks (a few seconds of audio for typical chunk
+/// sizes; each chunk is one decoded buffer).
+pub const DEFAULT_QUEUE_CHUNKS: usize = 64;
+
+/// Upper bound for [`DecodeSettings::queue_chunks`]: beyond it the queue stops being a buffer
+/// and becomes a memory problem.
+pub const MAX_QUEUE_CHUNKS: usize = 4096;
+
+/// Whether decoding is paced at real time by default.
+pub const DEFAULT_REALTIME: bool = false;
+
+/// How an [`AudioSource`] decodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeSettings {
+    /// Pace delivery at real time against the pipeline clock (appsink `sync=true`), as a live
+    /// track would arrive. `false` decodes as fast as the consumer takes the chunks.
+    pub realtime: bool,
+    /// Capacity of the bounded event channel, in chunks (1..=[`MAX_QUEUE_CHUNKS`]).
+    pub queue_chunks: usize,
+}
+
+impl Default for DecodeSettings {
+    fn default() -> Self {
+        Self {
+            realtime: DEFAULT_REALTIME,
+            queue_chunks: DEFAULT_QUEUE_CHUNKS,
+        }
+    }
+}
+
+impl DecodeSettings {
+    /// Checks every field; called by [`AudioSource::open`] before anything is built.
+    pub fn validate(&self) -> Result<(), MediaError> {
+        if !(1..=MAX_QUEUE_CHUNKS).contains(&self.queue_chunks) {
+            return Err(MediaError::InvalidSettings {
+                field: "queue_chunks",
+                reason: format!(
+                    "must be between 1 and {MAX_QUEUE_CHUNKS}, got {}",
+                    self.queue_chunks
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A run of decoded samples: 16 kHz, mono, `f32` in [-1, 1].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioChunk {
+    pub samples: Vec<f32>,
+    /// Index of `samples[0]` counted from stream start (from the buffer PTS; gaps are counted).
+    pub first_sample: u64,
+}
+
+impl AudioChunk {
+    /// Index one past the last sample of this chunk.
+    pub fn end_sample(&self) -> u64 {
+        self.first_sample + self.samples.len() as u64
+    }
+}
+
+/// What an [`AudioSource`] delivers. `Eos` or `Error` is always the last event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    Audio(AudioChunk),
+    Eos,
+    Error(MediaError),
+}
+
+/// Errors of the media layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The path (or `file://` URI, or remote resource) does not exist.
+    #[error("input not found: {0}")]
+    NotFound(String),
+    /// Unreadable, not decodable, or without an audio stream (a text file, an image, a video...).
+    #[error("not an audio input: {input}: {detail}")]
+    NotAudio { input: String, detail: String },
+    /// A GStreamer element or decoder the input needs is not installed.
+    #[error("missing GStreamer plugin: {0}")]
+    MissingPlugin(String),
+    /// Anything else GStreamer reported (message and debug detail).
+    #[error("GStreamer pipeline error: {0}")]
+    Pipeline(String),
+    /// A [`DecodeSettings`] field is out of range.
+    #[error("invalid media setting `{field}`: {reason}")]
+    InvalidSettings { field: &'static str, reason: String },
+    /// `gst_init` failed.
+    #[error("cannot initialise GStreamer: {0}")]
+    Init(String),
+}
+
+/// Initialises GStreamer once per process; later calls return the first result.
+pub fn init() -> Result<(), MediaError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gstreamer::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(MediaError::Init)
+}
+
+/// A decoding pipeline for one input. Owns the pipeline: dropping it stops decoding (state NULL)
+/// and joins its bus thread.
+pub struct AudioSource {
+    // Field order: the source (pipeline) is stopped before the receiver goes away.
+    inner: imp::Source,
+    events: Receiver<MediaEvent>,
+}
+
+impl AudioSource {
+    /// Opens a file path or URI and starts decoding (state PLAYING). Returns once the first audio
+    /// reached the sink, or with the error that prevented it.
+    pub fn open(input: &str, settings: &DecodeSettings) -> Result<AudioSource, MediaError> {
+        let (inner, events) = imp::open(input, settings)?;
+        Ok(AudioSource { inner, events })
+    }
+
+    /// The event stream. Ends (disconnects) after `Eos` or `Error`.
+    pub fn receiver(&self) -> &Receiver<MediaEvent> {
+        &self.events
+    }
+
+    /// Wall-clock instant the first sample reached the appsink: the time origin for caption
+    /// latency. `None` until then.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.inner.shared.started_at.get().copied()
+    }
+}
+
+impl std::fmt::Debug for AudioSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioSource")
+            .field("started_at", &self.started_at())
+            .field("queued", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_settings_are_valid() {
+        let settings = DecodeSettings::default();
+        assert_eq!(settings.queue_chunks, DEFAULT_QUEUE_CHUNKS);
+        assert!(!settings.realtime);
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn queue_bounds_are_checked() {
+        for bad in [0, MAX_QUEUE_CHUNKS + 1] {
+            let err = DecodeSettings {
+                queue_chunks: bad,
+                ..DecodeSettings::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    MediaError::InvalidSettings {
+                        field: "queue_chunks",
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+            assert!(err.to_string().contains("queue_chunks"), "{err}");
+        }
+        for good in [1, MAX_QUEUE_CHUNKS] {
+            DecodeSettings {
+                queue_chunks: good,
+                realtime: true,
+            }
+            .validate()
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn open_validates_before_touching_the_input() {
+        let settings = DecodeSettings {
+            queue_chunks: 0,
+            ..DecodeSettings::default()
+        };
+        let err = AudioSource::open("/nonexistent.wav", &settings).unwrap_err();
+        assert!(matches!(err, MediaError::InvalidSettings { .. }), "{err}");
+    }
+
+    #[test]
+    fn init_is_idempotent() {
+        init().unwrap();
+        init().unwrap();
+    }
+}

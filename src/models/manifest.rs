@@ -131,11 +131,7 @@ impl Manifest {
     pub fn bundle_files(&self, name: &str) -> Result<Vec<&FileEntry>, ModelError> {
         let bundle = self.bundle(name)?;
         // `check` guarantees every bundle path has an entry.
-        Ok(bundle
-            .files
-            .iter()
-            .filter_map(|p| self.file(p))
-            .collect())
+        Ok(bundle.files.iter().filter_map(|p| self.file(p)).collect())
     }
 
     /// Finds a bundle's file by manifest path or by file name (unique within a bundle).

@@ -20,7 +20,7 @@
 //! * Progress goes to stderr ([`ProgressMode`]); events go to `tracing`.
 //!
 //! Latency: none on the media path. At startup, a stamped bundle costs a few `stat` calls; an
-//! unstamped one costs hashing (~0.3 s per 100 MB here); a fetch costs the copy.
+//! unstamped one costs hashing (164 MB in ~0.1 s on these 2 cores, SHA extensions, warm cache); a fetch costs the copy.
 //!
 //! Layout: `manifest` (parse + consistency), `mirror` (sources), `store` (ensure/verify),
 //! `stamp` (verification cache), `progress` (stderr), `summary` (`fetch_all` for the CLI).

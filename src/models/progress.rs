@@ -51,7 +51,9 @@ impl Progress {
     }
 
     fn percent(&self) -> u64 {
-        (self.done.min(self.total) * 100).checked_div(self.total).unwrap_or(100)
+        (self.done.min(self.total) * 100)
+            .checked_div(self.total)
+            .unwrap_or(100)
     }
 
     pub fn advance(&mut self, n: u64) {

@@ -2,27 +2,31 @@
 //! and sha256 of files already hashed, so an 80 MB model is hashed once rather than at every start.
 //!
 //! Format (`<model dir>/.verified`), one line per file, `#` comments ignored:
-//! `<sha256> <size> <mtime in ns since the epoch> <manifest path>`.
-//! A stamp entry counts only if size, mtime and sha256 all match the file and the manifest; any
-//! doubt means the file is hashed again. The file is rewritten atomically (temp + rename); two
+//! `<sha256> <size> <mtime in ns since the epoch> <inode> <manifest path>`.
+//! A stamp entry counts only if size, mtime, inode and sha256 all match the file and the manifest;
+//! any doubt means the file is hashed again. Like any size+mtime cache, a same-size edit in place
+//! within the filesystem's timestamp granularity of the verification goes unseen: `verify`
+//! re-hashes regardless. The file is rewritten atomically (temp + rename); two
 //! processes updating it at once can lose an entry, which only costs a re-hash.
 
 use std::collections::BTreeMap;
 use std::fs::{self, Metadata};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 /// Name of the stamp file inside the model directory (hidden: manifest paths cannot collide).
 pub const STAMP_FILE: &str = ".verified";
 
-const HEADER: &str = "# soustitre verified models v1: sha256 size mtime_ns path\n";
+const HEADER: &str = "# soustitre verified models v1: sha256 size mtime_ns inode path\n";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StampEntry {
     pub sha256: String,
     pub size: u64,
     pub mtime_ns: u128,
+    pub ino: u64,
 }
 
 impl StampEntry {
@@ -32,12 +36,19 @@ impl StampEntry {
             sha256: sha256.to_string(),
             size: meta.len(),
             mtime_ns: mtime_ns(meta)?,
+            ino: meta.ino(),
         })
     }
 }
 
 fn mtime_ns(meta: &Metadata) -> Option<u128> {
-    Some(meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos())
+    Some(
+        meta.modified()
+            .ok()?
+            .duration_since(UNIX_EPOCH)
+            .ok()?
+            .as_nanos(),
+    )
 }
 
 /// The stamps of one model directory.
@@ -60,13 +71,14 @@ impl Stamps {
                 if line.starts_with('#') {
                     continue;
                 }
-                let mut it = line.splitn(4, ' ');
-                let (Some(sha), Some(size), Some(mtime), Some(path)) =
-                    (it.next(), it.next(), it.next(), it.next())
+                let mut it = line.splitn(5, ' ');
+                let (Some(sha), Some(size), Some(mtime), Some(ino), Some(path)) =
+                    (it.next(), it.next(), it.next(), it.next(), it.next())
                 else {
                     continue;
                 };
-                let (Ok(size), Ok(mtime_ns)) = (size.parse(), mtime.parse()) else {
+                let (Ok(size), Ok(mtime_ns), Ok(ino)) = (size.parse(), mtime.parse(), ino.parse())
+                else {
                     continue;
                 };
                 entries.insert(
@@ -75,6 +87,7 @@ impl Stamps {
                         sha256: sha.to_string(),
                         size,
                         mtime_ns,
+                        ino,
                     },
                 );
             }
@@ -89,7 +102,10 @@ impl Stamps {
     pub fn is_fresh(&self, file: &str, meta: &Metadata, sha256: &str) -> bool {
         match (self.entries.get(file), mtime_ns(meta)) {
             (Some(e), Some(mtime)) => {
-                e.sha256 == sha256 && e.size == meta.len() && e.mtime_ns == mtime
+                e.sha256 == sha256
+                    && e.size == meta.len()
+                    && e.mtime_ns == mtime
+                    && e.ino == meta.ino()
             }
             _ => false,
         }
@@ -120,7 +136,10 @@ impl Stamps {
         }
         let mut text = String::from(HEADER);
         for (path, e) in &self.entries {
-            text.push_str(&format!("{} {} {} {path}\n", e.sha256, e.size, e.mtime_ns));
+            text.push_str(&format!(
+                "{} {} {} {} {path}\n",
+                e.sha256, e.size, e.mtime_ns, e.ino
+            ));
         }
         let tmp = dir.join(format!("{STAMP_FILE}.{}.tmp", std::process::id()));
         let result = (|| {
@@ -172,7 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             Stamps::path(dir.path()),
-            "# header\nnonsense\naa x 1 a.onnx\naa 3 12 b.onnx\n",
+            "# header\nnonsense\naa x 1 2 a.onnx\naa 3 12 7 b.onnx\naa 3 12 b.onnx\n",
         )
         .unwrap();
         let mut s = Stamps::load(dir.path());

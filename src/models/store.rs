@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::ModelError;
 use super::manifest::{FileEntry, Manifest};
 use super::mirror::{HttpSettings, Mirror};
 use super::progress::{Progress, ProgressMode};
 use super::stamp::{StampEntry, Stamps};
-use super::ModelError;
 
 /// Default time allowed to open a TCP (and TLS) connection to an HTTP mirror.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -297,9 +297,9 @@ impl ModelStore {
                 stamps.record(&e.path, StampEntry::of(&meta, &e.sha256));
                 return Ok(FileStatus::Verified);
             }
-            Err(problem @ (ModelError::SizeMismatch { .. } | ModelError::ChecksumMismatch { .. })) => {
-                problem
-            }
+            Err(
+                problem @ (ModelError::SizeMismatch { .. } | ModelError::ChecksumMismatch { .. }),
+            ) => problem,
             Err(other) => return Err(other),
         };
         stamps.forget(&e.path);
@@ -531,7 +531,11 @@ files = ["sub/abc.bin"]
             let entry = entry.unwrap();
             let name = entry.file_name().to_string_lossy().into_owned();
             if entry.file_type().unwrap().is_dir() {
-                out.extend(files_in(&entry.path()).into_iter().map(|f| format!("{name}/{f}")));
+                out.extend(
+                    files_in(&entry.path())
+                        .into_iter()
+                        .map(|f| format!("{name}/{f}")),
+                );
             } else {
                 out.push(name);
             }
@@ -553,17 +557,32 @@ files = ["sub/abc.bin"]
 
         let b = store.ensure("t").unwrap();
         assert_eq!(b.files()[0].status, FileStatus::Fetched);
-        assert_eq!(b.require("abc.bin").unwrap(), dir.path().join("sub/abc.bin"));
+        assert_eq!(
+            b.require("abc.bin").unwrap(),
+            dir.path().join("sub/abc.bin")
+        );
         assert_eq!(fs::read(dir.path().join("sub/abc.bin")).unwrap(), b"abc");
         assert_eq!(files_in(dir.path()), [".verified", "sub/abc.bin"]);
 
-        assert_eq!(store.ensure("t").unwrap().files()[0].status, FileStatus::Stamped);
-        assert_eq!(store.verify("t").unwrap().files()[0].status, FileStatus::Verified);
+        assert_eq!(
+            store.ensure("t").unwrap().files()[0].status,
+            FileStatus::Stamped
+        );
+        assert_eq!(
+            store.verify("t").unwrap().files()[0].status,
+            FileStatus::Verified
+        );
 
         // A fresh stamp file is not required: without it the file is hashed once more.
         fs::remove_file(dir.path().join(".verified")).unwrap();
-        assert_eq!(store.ensure("t").unwrap().files()[0].status, FileStatus::Verified);
-        assert_eq!(store.ensure("t").unwrap().files()[0].status, FileStatus::Stamped);
+        assert_eq!(
+            store.ensure("t").unwrap().files()[0].status,
+            FileStatus::Verified
+        );
+        assert_eq!(
+            store.ensure("t").unwrap().files()[0].status,
+            FileStatus::Stamped
+        );
     }
 
     #[test]
@@ -578,7 +597,14 @@ files = ["sub/abc.bin"]
         ));
         let err = store.ensure("t").unwrap_err();
         assert!(
-            matches!(err, ModelError::SizeMismatch { expected: 3, actual: 4, .. }),
+            matches!(
+                err,
+                ModelError::SizeMismatch {
+                    expected: 3,
+                    actual: 4,
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(files_in(dir.path()).iter().all(|f| !f.contains("abc")));
@@ -591,7 +617,10 @@ files = ["sub/abc.bin"]
         let err = store.ensure("t").unwrap_err();
         assert!(matches!(err, ModelError::NoMirror { .. }));
         let msg = err.to_string();
-        assert!(msg.contains("sub/abc.bin") && msg.contains("SOUSTITRE_MODEL_MIRROR"), "{msg}");
+        assert!(
+            msg.contains("sub/abc.bin") && msg.contains("SOUSTITRE_MODEL_MIRROR"),
+            "{msg}"
+        );
         let err = store.verify("t").unwrap_err();
         assert!(matches!(err, ModelError::Io { .. }), "{err}");
     }
@@ -603,8 +632,15 @@ files = ["sub/abc.bin"]
         fs::write(dir.path().join("sub/abc.bin"), b"ab").unwrap();
         let store = quiet(ModelStore::new(dir.path(), None));
         let err = store.ensure("t").unwrap_err();
-        assert!(matches!(err, ModelError::SizeMismatch { actual: 2, .. }), "{err}");
-        assert_eq!(fs::read(dir.path().join("sub/abc.bin")).unwrap(), b"ab", "left as is");
+        assert!(
+            matches!(err, ModelError::SizeMismatch { actual: 2, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read(dir.path().join("sub/abc.bin")).unwrap(),
+            b"ab",
+            "left as is"
+        );
     }
 
     #[test]
@@ -629,7 +665,9 @@ files = ["sub/abc.bin"]
             Path::new("/nonexistent/models/whisper-base/encoder.int8.onnx")
         );
         assert_eq!(
-            store.path("whisper-tiny.en", "whisper80_conv.onnx").unwrap(),
+            store
+                .path("whisper-tiny.en", "whisper80_conv.onnx")
+                .unwrap(),
             Path::new("/nonexistent/models/whisper80_conv.onnx")
         );
         assert!(matches!(

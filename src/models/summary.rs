@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::store::{BundlePaths, FileStatus, ModelStore};
 use super::ModelError;
+use super::store::{BundlePaths, FileStatus, ModelStore};
 
 /// The outcome of one bundle in `fetch_all`.
 #[derive(Debug)]
@@ -49,7 +49,8 @@ impl fmt::Display for FetchSummary {
         for b in &self.bundles {
             match &b.result {
                 Ok(paths) => {
-                    let count = |s: FileStatus| paths.files().iter().filter(|f| f.status == s).count();
+                    let count =
+                        |s: FileStatus| paths.files().iter().filter(|f| f.status == s).count();
                     let bytes: u64 = paths.files().iter().map(|f| f.bytes).sum();
                     writeln!(
                         f,

@@ -41,7 +41,11 @@ impl SileroVad {
     /// Loads the model (ONNX Runtime must be initialised).
     pub fn load(path: &Path) -> Result<Self, OnnxError> {
         let session = onnx::session(path)?;
-        Ok(Self { session, state: vec![0.0; STATE_LEN], input: vec![0.0; CONTEXT_SAMPLES + FRAME_SAMPLES] })
+        Ok(Self {
+            session,
+            state: vec![0.0; STATE_LEN],
+            input: vec![0.0; CONTEXT_SAMPLES + FRAME_SAMPLES],
+        })
     }
 
     /// Forgets the stream: state and context back to zeros.
@@ -56,19 +60,33 @@ impl SileroVad {
         let tail_start = self.input.len() - CONTEXT_SAMPLES;
         self.input.copy_within(tail_start.., 0);
         self.input[CONTEXT_SAMPLES..].copy_from_slice(frame);
-        let input = TensorRef::from_array_view(([1usize, CONTEXT_SAMPLES + FRAME_SAMPLES], &self.input[..]))
+        let input = TensorRef::from_array_view((
+            [1usize, CONTEXT_SAMPLES + FRAME_SAMPLES],
+            &self.input[..],
+        ))
+        .map_err(onnx::run_err(MODEL))?;
+        let state = TensorRef::from_array_view(([2usize, 1, 128], &self.state[..]))
             .map_err(onnx::run_err(MODEL))?;
-        let state = TensorRef::from_array_view(([2usize, 1, 128], &self.state[..])).map_err(onnx::run_err(MODEL))?;
         let sr = Tensor::from_array(((), vec![16_000i64])).map_err(onnx::run_err(MODEL))?;
         let outputs = self
             .session
             .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])
             .map_err(onnx::run_err(MODEL))?;
-        let (_, prob) = outputs["output"].try_extract_tensor::<f32>().map_err(onnx::out_err(MODEL))?;
-        let p = *prob.first().ok_or_else(|| OnnxError::Output { model: MODEL, detail: "empty output".into() })?;
-        let (_, new_state) = outputs["stateN"].try_extract_tensor::<f32>().map_err(onnx::out_err(MODEL))?;
+        let (_, prob) = outputs["output"]
+            .try_extract_tensor::<f32>()
+            .map_err(onnx::out_err(MODEL))?;
+        let p = *prob.first().ok_or_else(|| OnnxError::Output {
+            model: MODEL,
+            detail: "empty output".into(),
+        })?;
+        let (_, new_state) = outputs["stateN"]
+            .try_extract_tensor::<f32>()
+            .map_err(onnx::out_err(MODEL))?;
         if new_state.len() != STATE_LEN {
-            return Err(OnnxError::Output { model: MODEL, detail: format!("state has {} values", new_state.len()) });
+            return Err(OnnxError::Output {
+                model: MODEL,
+                detail: format!("state has {} values", new_state.len()),
+            });
         }
         self.state.copy_from_slice(new_state);
         Ok(p)

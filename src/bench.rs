@@ -1,0 +1,661 @@
+//! `soustitre bench`: runs every audio file with a reference in a corpus directory through the
+//! streaming captioner (at real-time pace by default, as live tracks arrive) and through an
+//! offline whole-file decode with the same model, then scores them with the corpus scorers
+//! (`score/wer.py`, `score/latency.py`) and prints a table and JSON.
+//!
+//! Figures: WER (streaming and offline, and their ratio), partial and final latency p50/p95 as
+//! `latency.py` defines them, real-time factor (inference seconds per audio second), process CPU
+//! seconds per audio second, and peak resident memory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::asr::{DecodeOptions, Language};
+use crate::captions::{CaptionEvent, JsonlWriter};
+use crate::engine::{DEFAULT_MODEL, Engine, EngineError};
+use crate::media::{AudioSource, DecodeSettings, MediaEvent};
+use crate::run::{RunError, caption_input, cpu_seconds, peak_rss_bytes};
+use crate::stream::{LanguageSetting, StreamSettings};
+use crate::vad::FRAME_SAMPLES;
+
+/// Longest offline window, seconds (Whisper's context is 30 s).
+const OFFLINE_WINDOW_S: f64 = 28.0;
+/// The offline window is cut at the quietest frame of its last this-many seconds.
+const OFFLINE_CUT_SEARCH_S: f64 = 5.0;
+
+/// Options of `soustitre bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Corpus directory: every `.wav` with a `.stm` or `.txt` reference beside it is run.
+    pub corpus: PathBuf,
+    /// Recognition model.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Directory for the per-file caption logs and offline transcripts.
+    #[arg(long, default_value = "out/bench")]
+    pub out_dir: PathBuf,
+    /// Directory holding wer.py and latency.py (default: `score/` beside the corpus's parent).
+    #[arg(long)]
+    pub score_dir: Option<PathBuf>,
+    /// Only files whose relative path contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Decode as fast as possible instead of at real-time pace (latency figures are then
+    /// meaningless).
+    #[arg(long)]
+    pub fast: bool,
+    /// Stream settings file (TOML).
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+}
+
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("corpus {0}: {1}")]
+    Corpus(PathBuf, String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{file}: {source}")]
+    Run { file: String, source: RunError },
+    #[error("scorer {script}: {detail}")]
+    Scorer { script: String, detail: String },
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("settings: {0}")]
+    Settings(String),
+}
+
+/// One corpus file.
+#[derive(Debug, Clone)]
+struct Item {
+    name: String,
+    wav: PathBuf,
+    reference: PathBuf,
+    language: Option<String>,
+}
+
+/// Figures of one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileFigures {
+    pub name: String,
+    pub language: Option<String>,
+    pub audio_s: f64,
+    pub ref_words: u64,
+    pub stream_errors: u64,
+    pub stream_hyp_words: u64,
+    pub stream_wer: Option<f64>,
+    pub offline_errors: u64,
+    pub offline_wer: Option<f64>,
+    pub rtf: f64,
+    pub cpu_per_audio_s: f64,
+    pub partials: u64,
+    pub finals: u64,
+    pub skipped_partials: u64,
+}
+
+/// Pooled WER of a group of files.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pooled {
+    pub group: String,
+    pub files: usize,
+    pub ref_words: u64,
+    pub stream_wer: f64,
+    pub offline_wer: f64,
+    pub ratio: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub realtime: bool,
+    pub cores: usize,
+    pub files: Vec<FileFigures>,
+    pub pooled: Vec<Pooled>,
+    /// `latency.py --json` over the streaming logs of the speech files.
+    pub latency: serde_json::Value,
+    pub audio_s: f64,
+    pub rtf: f64,
+    pub cpu_per_audio_s: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Runs the benchmark.
+pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
+    let items = discover(&args.corpus, args.filter.as_deref())?;
+    if items.is_empty() {
+        return Err(BenchError::Corpus(
+            args.corpus.clone(),
+            "no .wav file with a .stm or .txt reference".into(),
+        ));
+    }
+    let score_dir = match &args.score_dir {
+        Some(d) => d.clone(),
+        None => find_score_dir(&args.corpus).ok_or_else(|| {
+            BenchError::Corpus(
+                args.corpus.clone(),
+                "no score/wer.py found; pass --score-dir".into(),
+            )
+        })?,
+    };
+    let base_settings = match &args.settings {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| BenchError::Io(p.clone(), e))?;
+            toml::from_str::<StreamSettings>(&text)
+                .map_err(|e| BenchError::Settings(e.message().to_string()))?
+        }
+        None => StreamSettings::default(),
+    };
+    base_settings
+        .validate()
+        .map_err(|e| BenchError::Settings(e.to_string()))?;
+    std::fs::create_dir_all(&args.out_dir).map_err(|e| BenchError::Io(args.out_dir.clone(), e))?;
+    let engine = Engine::prepare_default(&args.model)?;
+    let mut files = Vec::new();
+    let mut logs = Vec::new();
+    let mut pairs_stream = Vec::new();
+    let mut pairs_offline = Vec::new();
+    let (mut total_audio, mut total_asr, mut total_cpu) = (0.0, 0.0, 0.0);
+    for item in &items {
+        eprintln!("bench: {} ...", item.name);
+        let mut settings = base_settings.clone();
+        if let Some(lang) = &item.language
+            && engine.whisper_knows(lang)
+        {
+            settings.language = LanguageSetting::Fixed(lang.clone());
+        }
+        let stem = item
+            .name
+            .replace('/', "__")
+            .trim_end_matches(".wav")
+            .to_string();
+        let log_path = args.out_dir.join(format!("{stem}.jsonl"));
+        let mut log =
+            JsonlWriter::create(&log_path).map_err(|e| BenchError::Io(log_path.clone(), e))?;
+        let decode = DecodeSettings {
+            realtime: !args.fast,
+            ..Default::default()
+        };
+        let input = item.wav.to_string_lossy().to_string();
+        let mut write_err = None;
+        let report = caption_input(
+            &input,
+            &decode,
+            &engine,
+            &settings,
+            "mix",
+            |ev: &CaptionEvent| {
+                if let Err(e) = log.write_event(ev) {
+                    write_err.get_or_insert(e);
+                }
+            },
+        )
+        .map_err(|source| BenchError::Run {
+            file: item.name.clone(),
+            source,
+        })?;
+        if let Some(e) = write_err {
+            return Err(BenchError::Io(log_path, e));
+        }
+        log.flush()
+            .map_err(|e| BenchError::Io(log_path.clone(), e))?;
+        let offline_text = offline_transcript(&engine, &item.wav, &settings).map_err(|source| {
+            BenchError::Run {
+                file: item.name.clone(),
+                source,
+            }
+        })?;
+        let off_path = args.out_dir.join(format!("{stem}.offline.txt"));
+        std::fs::write(&off_path, format!("{offline_text}\n"))
+            .map_err(|e| BenchError::Io(off_path.clone(), e))?;
+        let s = score_wer(&score_dir, &item.reference, &log_path)?;
+        let o = score_wer(&score_dir, &item.reference, &off_path)?;
+        total_audio += report.audio_s;
+        total_asr += report.stats.asr_s + report.stats.vad_s;
+        total_cpu += report.cpu_s;
+        files.push(FileFigures {
+            name: item.name.clone(),
+            language: item.language.clone(),
+            audio_s: round3(report.audio_s),
+            ref_words: s.n,
+            stream_errors: s.errors,
+            stream_hyp_words: s.hyp_words,
+            stream_wer: s.wer(),
+            offline_errors: o.errors,
+            offline_wer: o.wer(),
+            rtf: round3((report.stats.asr_s + report.stats.vad_s) / report.audio_s.max(1e-9)),
+            cpu_per_audio_s: round3(report.cpu_s / report.audio_s.max(1e-9)),
+            partials: report.stats.partials,
+            finals: report.stats.finals,
+            skipped_partials: report.stats.skipped_partials,
+        });
+        if s.n > 0 {
+            logs.push(log_path.clone());
+        }
+        pairs_stream.push(log_path);
+        pairs_offline.push(off_path);
+    }
+    let latency = if logs.is_empty() {
+        serde_json::Value::Null
+    } else {
+        score_latency(&score_dir, &logs)?
+    };
+    let pooled = pool(&files);
+    Ok(BenchReport {
+        model: args.model.clone(),
+        realtime: !args.fast,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        files,
+        pooled,
+        latency,
+        audio_s: round3(total_audio),
+        rtf: round3(total_asr / total_audio.max(1e-9)),
+        cpu_per_audio_s: round3(total_cpu / total_audio.max(1e-9)),
+        peak_rss_mb: round3(peak_rss_bytes() as f64 / 1_048_576.0),
+    })
+    .and_then(|r| {
+        if let Some(p) = &args.json {
+            let text = serde_json::to_string_pretty(&r).expect("report serialises");
+            std::fs::write(p, text).map_err(|e| BenchError::Io(p.clone(), e))?;
+        }
+        Ok(r)
+    })
+}
+
+impl Engine {
+    /// Whether the recognizer can be told this language.
+    fn whisper_knows(&self, lang: &str) -> bool {
+        self.model() != "whisper-tiny.en" || lang == "en"
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn pool(files: &[FileFigures]) -> Vec<Pooled> {
+    let mut groups: Vec<(String, Vec<&FileFigures>)> = Vec::new();
+    for f in files.iter().filter(|f| f.ref_words > 0) {
+        let g = if f.name.contains("real/") {
+            "real".to_string()
+        } else {
+            f.language.clone().unwrap_or_else(|| "mixed".into())
+        };
+        match groups.iter_mut().find(|(n, _)| *n == g) {
+            Some((_, v)) => v.push(f),
+            None => groups.push((g, vec![f])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, v)| {
+            let n: u64 = v.iter().map(|f| f.ref_words).sum();
+            let se: u64 = v.iter().map(|f| f.stream_errors).sum();
+            let oe: u64 = v.iter().map(|f| f.offline_errors).sum();
+            let sw = se as f64 / n.max(1) as f64;
+            let ow = oe as f64 / n.max(1) as f64;
+            Pooled {
+                group,
+                files: v.len(),
+                ref_words: n,
+                stream_wer: round3(sw * 100.0),
+                offline_wer: round3(ow * 100.0),
+                ratio: if oe == 0 {
+                    if se == 0 { 1.0 } else { f64::INFINITY }
+                } else {
+                    round3(se as f64 / oe as f64)
+                },
+            }
+        })
+        .collect()
+}
+
+impl BenchReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "model {} ({} mode, {} cores)\n{:<44} {:>6} {:>5} {:>8} {:>8} {:>6} {:>6} {:>4} {:>4}\n",
+            self.model,
+            if self.realtime { "real-time" } else { "fast" },
+            self.cores,
+            "file",
+            "audio",
+            "words",
+            "WER%",
+            "offl.%",
+            "RTF",
+            "CPU/s",
+            "part",
+            "fin"
+        );
+        for f in &self.files {
+            let w = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.1}", v * 100.0));
+            s += &format!(
+                "{:<44} {:>6.1} {:>5} {:>8} {:>8} {:>6.3} {:>6.3} {:>4} {:>4}{}\n",
+                f.name,
+                f.audio_s,
+                f.ref_words,
+                w(f.stream_wer),
+                w(f.offline_wer),
+                f.rtf,
+                f.cpu_per_audio_s,
+                f.partials,
+                f.finals,
+                if f.ref_words == 0 {
+                    format!("  ({} words on non-speech)", f.stream_hyp_words)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        s += "\npooled WER (streaming / offline / ratio):\n";
+        for p in &self.pooled {
+            s += &format!(
+                "  {:<8} {:>2} files {:>5} words  {:>6.2}% / {:>6.2}% / {:.3}\n",
+                p.group, p.files, p.ref_words, p.stream_wer, p.offline_wer, p.ratio
+            );
+        }
+        let lat = |k: &str, q: &str| {
+            self.latency
+                .get(k)
+                .and_then(|v| v.get(q))
+                .and_then(|v| v.as_f64())
+        };
+        s += "\nlatency (s)                 p50     p95\n";
+        for k in [
+            "partial_word_first_seen",
+            "partial_event",
+            "final_word",
+            "final_event",
+            "final_minus_segment_end",
+        ] {
+            if let (Some(a), Some(b)) = (lat(k, "p50"), lat(k, "p95")) {
+                s += &format!("  {k:<24} {a:>6.3}  {b:>6.3}\n");
+            }
+        }
+        s += &format!(
+            "\naudio {:.1} s, real-time factor {:.3}, CPU {:.3} s per audio second, peak RSS {:.0} MB\n",
+            self.audio_s, self.rtf, self.cpu_per_audio_s, self.peak_rss_mb
+        );
+        s
+    }
+}
+
+fn discover(corpus: &Path, filter: Option<&str>) -> Result<Vec<Item>, BenchError> {
+    if !corpus.is_dir() {
+        return Err(BenchError::Corpus(
+            corpus.to_path_buf(),
+            "not a directory".into(),
+        ));
+    }
+    let mut wavs = Vec::new();
+    let mut stack = vec![corpus.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| BenchError::Io(dir.clone(), e))?;
+        for entry in rd.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "wav") {
+                wavs.push(p);
+            }
+        }
+    }
+    wavs.sort();
+    let mut items = Vec::new();
+    for wav in wavs {
+        let name = wav
+            .strip_prefix(corpus)
+            .unwrap_or(&wav)
+            .to_string_lossy()
+            .to_string();
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let reference = ["stm", "txt"]
+            .iter()
+            .map(|e| wav.with_extension(e))
+            .find(|p| p.exists());
+        let Some(reference) = reference else { continue };
+        items.push(Item {
+            language: language_hint(&wav),
+            name,
+            wav,
+            reference,
+        });
+    }
+    Ok(items)
+}
+
+/// The language of a corpus file when its JSON description gives one language for all
+/// utterances.
+fn language_hint(wav: &Path) -> Option<String> {
+    let mut candidates = vec![wav.with_extension("json")];
+    if let Some(dir) = wav.parent() {
+        candidates.push(dir.join("tracks.json"));
+    }
+    for json in candidates {
+        let Ok(text) = std::fs::read_to_string(&json) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let mut langs: Vec<String> = Vec::new();
+        collect_languages(&v, &mut langs);
+        langs.sort();
+        langs.dedup();
+        if langs.len() == 1 {
+            return langs.pop();
+        }
+        if !langs.is_empty() {
+            return None;
+        }
+    }
+    None
+}
+
+fn collect_languages(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == "language" {
+                    if let Some(s) = x.as_str() {
+                        out.push(s.to_string());
+                    }
+                } else {
+                    collect_languages(x, out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_languages(x, out)),
+        _ => {}
+    }
+}
+
+fn find_score_dir(corpus: &Path) -> Option<PathBuf> {
+    let abs = std::fs::canonicalize(corpus).ok()?;
+    abs.ancestors()
+        .map(|a| a.join("score"))
+        .find(|d| d.join("wer.py").exists())
+}
+
+/// Decodes the whole file offline: windows of at most [`OFFLINE_WINDOW_S`] cut at quiet frames,
+/// each decoded once with timestamps; no VAD gating, no streaming.
+pub fn offline_transcript(
+    engine: &Engine,
+    wav: &Path,
+    settings: &StreamSettings,
+) -> Result<String, RunError> {
+    crate::media::init()?;
+    let source = AudioSource::open(&wav.to_string_lossy(), &DecodeSettings::default())?;
+    let mut audio = Vec::new();
+    for ev in source.receiver().iter() {
+        match ev {
+            MediaEvent::Audio(c) => audio.extend_from_slice(&c.samples),
+            MediaEvent::Eos => break,
+            MediaEvent::Error(e) => return Err(e.into()),
+        }
+    }
+    let mut vad = engine.vad()?;
+    let mut probs = Vec::with_capacity(audio.len() / FRAME_SAMPLES + 1);
+    for f in audio.chunks(FRAME_SAMPLES) {
+        let mut frame = [0.0f32; FRAME_SAMPLES];
+        frame[..f.len()].copy_from_slice(f);
+        probs.push(
+            vad.process(&frame)
+                .map_err(crate::stream::CaptionError::from)?,
+        );
+    }
+    let mut whisper = engine.whisper()?;
+    let language = match &settings.language {
+        LanguageSetting::Fixed(c) => Language::Fixed(c.clone()),
+        LanguageSetting::Auto => Language::Detect {
+            prefer: None,
+            switch_confidence: 1.0,
+        },
+    };
+    let opts = DecodeOptions {
+        language,
+        timestamps: true,
+        ..Default::default()
+    };
+    let win = (OFFLINE_WINDOW_S * 16_000.0) as usize;
+    let mut texts = Vec::new();
+    let mut start = 0usize;
+    while start < audio.len() {
+        let mut end = (start + win).min(audio.len());
+        if end < audio.len() {
+            let lo = (end - (OFFLINE_CUT_SEARCH_S * 16_000.0) as usize) / FRAME_SAMPLES;
+            let hi = end / FRAME_SAMPLES;
+            let quiet = (lo..hi)
+                .min_by(|a, b| probs[*a].total_cmp(&probs[*b]))
+                .unwrap_or(hi);
+            end = quiet * FRAME_SAMPLES;
+        }
+        let d = whisper
+            .transcribe(&audio[start..end], &opts)
+            .map_err(crate::stream::CaptionError::from)?;
+        if !d.text.is_empty() {
+            texts.push(d.text);
+        }
+        start = end;
+    }
+    let _ = cpu_seconds;
+    Ok(texts.join(" "))
+}
+
+/// WER counts from `wer.py`.
+#[derive(Debug, Clone, Copy, Default)]
+struct WerCounts {
+    n: u64,
+    errors: u64,
+    hyp_words: u64,
+}
+
+impl WerCounts {
+    fn wer(&self) -> Option<f64> {
+        (self.n > 0).then(|| round3(self.errors as f64 / self.n as f64 * 1000.0) / 1000.0)
+    }
+}
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn score_wer(score_dir: &Path, reference: &Path, hyp: &Path) -> Result<WerCounts, BenchError> {
+    let script = score_dir.join("wer.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(reference)
+        .arg(hyp)
+        .output()
+        .map_err(|e| BenchError::Scorer {
+            script: script.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(BenchError::Scorer {
+            script: script.display().to_string(),
+            detail: String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+                .to_string(),
+        });
+    }
+    parse_wer_line(&text).ok_or_else(|| BenchError::Scorer {
+        script: script.display().to_string(),
+        detail: format!("unexpected output: {}", text.trim()),
+    })
+}
+
+/// Parses `... WER 6.40%  (N=125 S=5 D=2 I=1, hyp words=124)` (the last such line).
+fn parse_wer_line(text: &str) -> Option<WerCounts> {
+    let line = text.lines().rev().find(|l| l.contains("(N="))?;
+    let num = |key: &str| -> Option<u64> {
+        let i = line.find(key)? + key.len();
+        let digits: String = line[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
+    };
+    let (n, s, d, i) = (num("N=")?, num("S=")?, num("D=")?, num("I=")?);
+    Some(WerCounts {
+        n,
+        errors: s + d + i,
+        hyp_words: num("hyp words=").unwrap_or(0),
+    })
+}
+
+fn score_latency(score_dir: &Path, logs: &[PathBuf]) -> Result<serde_json::Value, BenchError> {
+    let script = score_dir.join("latency.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .args(logs)
+        .arg("--json")
+        .output()
+        .map_err(|e| BenchError::Scorer {
+            script: script.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(BenchError::Scorer {
+            script: script.display().to_string(),
+            detail: String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+                .to_string(),
+        });
+    }
+    // latency.py prints NaN for empty figures, which is not JSON
+    let text = String::from_utf8_lossy(&out.stdout).replace("NaN", "null");
+    serde_json::from_str(&text).map_err(|e| BenchError::Scorer {
+        script: script.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wer_output() {
+        let c = parse_wer_line("a vs b: WER 6.40%  (N=125 S=5 D=2 I=1, hyp words=124)\n").unwrap();
+        assert_eq!((c.n, c.errors, c.hyp_words), (125, 8, 124));
+        assert_eq!(c.wer(), Some(0.064));
+        assert!(parse_wer_line("nothing").is_none());
+        let z = parse_wer_line("x: WER 100.00%  (N=0 S=0 D=0 I=11, hyp words=11)").unwrap();
+        assert_eq!(z.wer(), None);
+    }
+}

@@ -1,0 +1,108 @@
+//! Model lifecycle: resolve and verify the models a captioner needs, load ONNX Runtime once, and
+//! build per-track captioners (each with its own sessions, so tracks run in parallel).
+
+use std::path::PathBuf;
+
+use crate::asr::{AsrError, ModelFiles, Whisper};
+use crate::models::{ModelError, ModelStore};
+use crate::onnx::{self, OnnxError};
+use crate::paths::{self, PathsError};
+use crate::stream::{CaptionError, Captioner, StreamSettings};
+use crate::vad::SileroVad;
+
+/// Recognition models this build knows.
+pub const MODELS: [&str; 2] = ["whisper-base", "whisper-tiny.en"];
+/// The default recognition model.
+pub const DEFAULT_MODEL: &str = "whisper-base";
+/// The VAD model bundle.
+pub const VAD_BUNDLE: &str = "silero-vad";
+/// File name of the shared mel front end inside a Whisper bundle.
+pub const MEL_FILE: &str = "whisper80_conv.onnx";
+
+/// Errors while preparing models.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown model `{0}` (known: whisper-base, whisper-tiny.en)")]
+    UnknownModel(String),
+    #[error(transparent)]
+    Models(#[from] ModelError),
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    #[error(transparent)]
+    Onnx(#[from] OnnxError),
+    #[error(transparent)]
+    Asr(#[from] AsrError),
+    #[error(transparent)]
+    Caption(#[from] CaptionError),
+}
+
+/// Verified model files, ready to build captioners.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    model: String,
+    whisper: ModelFiles,
+    vad: PathBuf,
+}
+
+impl Engine {
+    /// Verifies (fetching from the mirror if needed) the files of `model` and the VAD, and loads
+    /// the ONNX Runtime library.
+    pub fn prepare(store: &ModelStore, model: &str) -> Result<Self, EngineError> {
+        if !MODELS.contains(&model) {
+            return Err(EngineError::UnknownModel(model.to_string()));
+        }
+        onnx::init(&paths::onnxruntime_library()?)?;
+        let w = store.ensure(model)?;
+        let v = store.ensure(VAD_BUNDLE)?;
+        let whisper = ModelFiles {
+            encoder: w.require("encoder.int8.onnx")?.to_path_buf(),
+            decoder: w.require("decoder.int8.onnx")?.to_path_buf(),
+            tokenizer: w.require("tokenizer.json")?.to_path_buf(),
+            config: w.require("whisper_config.json")?.to_path_buf(),
+            mel: w.require(MEL_FILE)?.to_path_buf(),
+        };
+        let vad = v.require("silero_vad.onnx")?.to_path_buf();
+        Ok(Self {
+            model: model.to_string(),
+            whisper,
+            vad,
+        })
+    }
+
+    /// With the default store (checkout or installed layout, default mirror).
+    pub fn prepare_default(model: &str) -> Result<Self, EngineError> {
+        let store = ModelStore::open_default()?;
+        Self::prepare(&store, model)
+    }
+
+    /// Model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Loads a recognizer (its own sessions).
+    pub fn whisper(&self) -> Result<Whisper, EngineError> {
+        Ok(Whisper::load(&self.model, &self.whisper)?)
+    }
+
+    /// Loads a VAD (its own session and state).
+    pub fn vad(&self) -> Result<SileroVad, EngineError> {
+        Ok(SileroVad::load(&self.vad)?)
+    }
+
+    /// A captioner for one track.
+    pub fn captioner(
+        &self,
+        settings: StreamSettings,
+        track: &str,
+        clock: Box<dyn Fn() -> f64 + Send>,
+    ) -> Result<Captioner, EngineError> {
+        Ok(Captioner::new(
+            settings,
+            track,
+            self.whisper()?,
+            self.vad()?,
+            clock,
+        )?)
+    }
+}

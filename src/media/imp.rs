@@ -1,0 +1,688 @@
+//! Private inside of `media`: building the pipeline from its description, the appsink callback,
+//! the bus watcher thread, and the translation of GStreamer errors into [`MediaError`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use super::description::{self, DECODE_TEMPLATE, DECODER_NAME, Params, SINK_NAME};
+use super::{AudioChunk, DecodeSettings, MediaError, MediaEvent, SAMPLE_RATE};
+
+/// How long [`open`] waits for the first decoded audio to reach the sink (preroll). Errors that
+/// happen before (unreadable input, no audio stream, missing decoder) are returned by `open`;
+/// a source slower than this is handed over anyway and reports through the event channel.
+pub(crate) const PREROLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A buffer whose PTS is within this many samples of the expected position is taken as
+/// contiguous (timestamp rounding, e.g. millisecond-resolution containers); beyond it, the PTS wins
+/// and the difference is logged as a gap (or overlap). 16 samples = 1 ms.
+pub(crate) const JITTER_TOLERANCE_SAMPLES: u64 = 16;
+
+/// Name of the application message that tells the bus thread to exit.
+const STOP_MESSAGE: &str = "soustitre-media-stop";
+
+/// Name of the bus watcher thread (visible in `top -H`, debuggers and panics).
+const BUS_THREAD_NAME: &str = "soustitre-media-bus";
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// State shared by the appsink callback (streaming thread), the decodebin pad signals (streaming
+/// thread), the bus thread and the owning [`Source`].
+pub(crate) struct Shared {
+    input: String,
+    /// The only sender of the event channel. Taken (and so dropped) by whoever sends the final
+    /// event (Eos or Error), which ends the receiver. The streaming thread holds the lock while it
+    /// blocks on a full channel, so the final event is always the last one.
+    events: Mutex<Option<Sender<MediaEvent>>>,
+    /// Disconnected when the [`Source`] is dropped: unblocks any send waiting on a full channel.
+    stop: Receiver<()>,
+    pub(crate) started_at: OnceLock<Instant>,
+    /// Set once a decoded pad of uridecodebin got linked to audioconvert.
+    audio_linked: AtomicBool,
+    /// Caps names of the streams uridecodebin exposed, for the "no audio stream" message.
+    streams: Mutex<Vec<String>>,
+    /// Set when uridecodebin finished exposing streams and none was audio.
+    no_audio: Mutex<Option<String>>,
+    /// Missing-plugin messages seen so far: (description, relevant to audio decoding).
+    missing: Mutex<Vec<(String, bool)>>,
+}
+
+impl Shared {
+    /// Sends one event, blocking while the channel is full (back-pressure on the decoder).
+    /// `Err` when the event channel is closed or the source is being dropped.
+    fn deliver(&self, event: MediaEvent) -> Result<(), ()> {
+        let events = lock(&self.events);
+        let tx = events.as_ref().ok_or(())?;
+        select! {
+            send(tx, event) -> sent => sent.map_err(|_| ()),
+            recv(self.stop) -> _ => Err(()),
+        }
+    }
+
+    /// Sends the final event and closes the channel (the receiver ends after draining it).
+    fn finish(&self, event: MediaEvent) {
+        let mut events = lock(&self.events);
+        if let Some(tx) = events.take() {
+            select! {
+                send(tx, event) -> _ => {},
+                recv(self.stop) -> _ => {},
+            }
+        }
+    }
+}
+
+/// A running decode pipeline. Dropping it stops the pipeline and joins the bus thread.
+pub(crate) struct Source {
+    pipeline: gst::Pipeline,
+    bus: gst::Bus,
+    pub(crate) shared: Arc<Shared>,
+    stop: Option<Sender<()>>,
+    bus_thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        // Order matters: first release a streaming thread blocked on a full channel, so that the
+        // state change to NULL (which joins the streaming threads) cannot deadlock.
+        drop(self.stop.take());
+        let stop = gst::message::Application::new(gst::Structure::new_empty(STOP_MESSAGE));
+        if self.bus.post(stop).is_err() {
+            tracing::debug!("media: bus already flushing on drop");
+        }
+        if let Err(err) = self.pipeline.set_state(gst::State::Null) {
+            tracing::warn!(input = %self.shared.input, "media: failed to stop pipeline: {err}");
+        }
+        if let Some(thread) = self.bus_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("media: bus thread panicked");
+        }
+        // Close the channel for any receiver clone that outlives the source.
+        drop(lock(&self.shared.events).take());
+    }
+}
+
+/// Builds the pipeline from `pipelines/decode.gst`, starts it and waits for preroll.
+pub(crate) fn open(
+    input: &str,
+    settings: &DecodeSettings,
+) -> Result<(Source, Receiver<MediaEvent>), MediaError> {
+    settings.validate()?;
+    super::init()?;
+    let uri = description::input_to_uri(input)?;
+    let text = description::render(
+        DECODE_TEMPLATE,
+        &Params {
+            uri: &uri,
+            sync: settings.realtime,
+        },
+    )?;
+    tracing::debug!(input, pipeline = %text, "media: building decode pipeline");
+    let pipeline = launch(&text)?;
+    let decoder = pipeline
+        .by_name(DECODER_NAME)
+        .ok_or_else(|| missing_name(DECODER_NAME))?;
+    let sink = pipeline
+        .by_name(SINK_NAME)
+        .ok_or_else(|| missing_name(SINK_NAME))?
+        .downcast::<gst_app::AppSink>()
+        .map_err(|_| MediaError::Pipeline(format!("element `{SINK_NAME}` is not an appsink")))?;
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| MediaError::Pipeline("pipeline has no bus".to_owned()))?;
+
+    let (tx, rx) = crossbeam_channel::bounded(settings.queue_chunks);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+    let shared = Arc::new(Shared {
+        input: input.to_owned(),
+        events: Mutex::new(Some(tx)),
+        stop: stop_rx,
+        started_at: OnceLock::new(),
+        audio_linked: AtomicBool::new(false),
+        streams: Mutex::new(Vec::new()),
+        no_audio: Mutex::new(None),
+        missing: Mutex::new(Vec::new()),
+    });
+    watch_pads(&decoder, &shared);
+    skip_video_decoders(&decoder);
+    sink.set_callbacks(callbacks(Arc::clone(&shared)));
+
+    let mut source = Source {
+        pipeline,
+        bus,
+        shared,
+        stop: Some(stop_tx),
+        bus_thread: None,
+    };
+    // From here on, dropping `source` on an early return stops everything cleanly.
+    if source.pipeline.set_state(gst::State::Playing).is_err() {
+        return Err(error_on_bus(&source).unwrap_or_else(|| {
+            MediaError::Pipeline("pipeline refused to start (no error on the bus)".to_owned())
+        }));
+    }
+    wait_preroll(&source)?;
+
+    let bus = source.bus.clone();
+    let shared = Arc::clone(&source.shared);
+    let thread = std::thread::Builder::new()
+        .name(BUS_THREAD_NAME.to_owned())
+        .spawn(move || bus_loop(&bus, &shared))
+        .map_err(|e| MediaError::Pipeline(format!("cannot spawn {BUS_THREAD_NAME}: {e}")))?;
+    source.bus_thread = Some(thread);
+    Ok((source, rx))
+}
+
+fn missing_name(name: &str) -> MediaError {
+    MediaError::Pipeline(format!(
+        "pipelines/decode.gst has no element named `{name}`"
+    ))
+}
+
+/// `gst_parse_launch` with missing elements reported as [`MediaError::MissingPlugin`].
+pub(crate) fn launch(text: &str) -> Result<gst::Pipeline, MediaError> {
+    let mut context = gst::ParseContext::new();
+    let element = gst::parse::launch_full(text, Some(&mut context), gst::ParseFlags::FATAL_ERRORS)
+        .map_err(|err| {
+            let missing = context.missing_elements();
+            if err.matches(gst::ParseError::NoSuchElement) || !missing.is_empty() {
+                MediaError::MissingPlugin(if missing.is_empty() {
+                    err.message().to_owned()
+                } else {
+                    missing.join(", ")
+                })
+            } else {
+                MediaError::Pipeline(format!(
+                    "cannot build pipelines/decode.gst: {}",
+                    err.message()
+                ))
+            }
+        })?;
+    element.downcast::<gst::Pipeline>().map_err(|_| {
+        MediaError::Pipeline("pipelines/decode.gst does not describe a pipeline".to_owned())
+    })
+}
+
+/// Tracks which decoded streams uridecodebin exposes. `gst_parse_launch` already connected its
+/// delayed-link handler to `pad-added`; ours runs after it, so `is_linked()` tells whether the
+/// pad went to audioconvert (i.e. it is the audio stream we decode).
+fn watch_pads(decoder: &gst::Element, shared: &Arc<Shared>) {
+    let on_pad = Arc::clone(shared);
+    decoder.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let kind = caps
+            .structure(0)
+            .map_or_else(|| "unknown".to_owned(), |s| s.name().to_string());
+        if pad.is_linked() {
+            on_pad.audio_linked.store(true, Ordering::SeqCst);
+            tracing::debug!(input = %on_pad.input, "media: decoding stream {kind}");
+        } else {
+            tracing::debug!(input = %on_pad.input, "media: ignoring stream {kind}");
+        }
+        lock(&on_pad.streams).push(kind);
+    });
+    let on_done = Arc::clone(shared);
+    decoder.connect_no_more_pads(move |element| {
+        if on_done.audio_linked.load(Ordering::SeqCst) {
+            return;
+        }
+        let streams = lock(&on_done.streams).join(", ");
+        let detail = if streams.is_empty() {
+            "no audio stream".to_owned()
+        } else {
+            format!("no audio stream (found {streams})")
+        };
+        *lock(&on_done.no_audio) = Some(detail.clone());
+        let error = gst::message::Error::builder(gst::StreamError::WrongType, &detail)
+            .src(element)
+            .build();
+        if element.post_message(error).is_err() {
+            tracing::warn!("media: could not post the no-audio error");
+        }
+    });
+}
+
+/// `GstAutoplugSelectResult` values (registered by the playback plugin, not in the bindings).
+const AUTOPLUG_TRY: i32 = 0;
+const AUTOPLUG_EXPOSE: i32 = 1;
+
+/// Keeps uridecodebin from decoding streams we would discard: when it is about to plug a video or
+/// image decoder, the stream is exposed still encoded instead (and stays unlinked). Saves the CPU
+/// of decoding the video of a recorded meeting, and the decoder's complaints about negotiating
+/// with nothing.
+fn skip_video_decoders(decoder: &gst::Element) {
+    let Some(result_type) = gst::glib::Type::from_name("GstAutoplugSelectResult") else {
+        tracing::warn!("media: GstAutoplugSelectResult not registered; video streams get decoded");
+        return;
+    };
+    decoder.connect("autoplug-select", false, move |args| {
+        let factory = args.get(3)?.get::<gst::ElementFactory>().ok()?;
+        let klass = factory.klass();
+        let visual =
+            klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image"));
+        let choice = if visual {
+            AUTOPLUG_EXPOSE
+        } else {
+            AUTOPLUG_TRY
+        };
+        gst::glib::EnumClass::with_type(result_type)?.to_value(choice)
+    });
+}
+
+/// The appsink callback. Runs on the streaming thread: copy, stamp, send; nothing else.
+fn callbacks(shared: Arc<Shared>) -> gst_app::AppSinkCallbacks {
+    let mut next_sample = 0_u64;
+    gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+            shared.started_at.get_or_init(Instant::now);
+            let Some(buffer) = sample.buffer() else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let samples = {
+                let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                f32_from_le(map.as_slice())
+            };
+            let position = buffer.pts().map(|pts| {
+                let running = sample
+                    .segment()
+                    .and_then(|segment| segment.downcast_ref::<gst::ClockTime>())
+                    .and_then(|segment| segment.to_running_time(pts));
+                sample_index(running.unwrap_or(pts))
+            });
+            let (first_sample, jump) = place(position, next_sample);
+            if let Some(jump) = jump {
+                tracing::warn!(
+                    input = %shared.input,
+                    first_sample,
+                    "media: timestamp discontinuity of {jump} samples ({:.1} ms)",
+                    jump as f64 * 1000.0 / f64::from(SAMPLE_RATE)
+                );
+            }
+            next_sample = first_sample + samples.len() as u64;
+            let chunk = AudioChunk {
+                samples,
+                first_sample,
+            };
+            shared
+                .deliver(MediaEvent::Audio(chunk))
+                .map_err(|()| gst::FlowError::Flushing)?;
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .build()
+}
+
+/// Interleaved little-endian f32 bytes to samples.
+pub(crate) fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Stream position to sample index at [`SAMPLE_RATE`], rounded to nearest.
+pub(crate) fn sample_index(position: gst::ClockTime) -> u64 {
+    let scaled =
+        (u128::from(position.nseconds()) * u128::from(SAMPLE_RATE) + 500_000_000) / 1_000_000_000;
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
+/// Where a chunk starts: the expected position when its timestamp agrees within
+/// [`JITTER_TOLERANCE_SAMPLES`] (or it has none), else its timestamp. Also returns the jump
+/// (positive: gap, negative: overlap) when the timestamp wins.
+pub(crate) fn place(position: Option<u64>, expected: u64) -> (u64, Option<i128>) {
+    match position {
+        Some(at) if at.abs_diff(expected) > JITTER_TOLERANCE_SAMPLES => {
+            (at, Some(i128::from(at) - i128::from(expected)))
+        }
+        _ => (expected, None),
+    }
+}
+
+/// What one bus message means for the source.
+enum Step {
+    Continue,
+    Prerolled,
+    Eos,
+    Failed(MediaError),
+    Stop,
+}
+
+fn classify(shared: &Shared, pipeline: Option<&gst::Pipeline>, msg: &gst::Message) -> Step {
+    use gst::MessageView;
+    match msg.view() {
+        MessageView::Eos(_) => Step::Eos,
+        MessageView::Error(err) => {
+            let extra = err.debug();
+            tracing::debug!(input = %shared.input, "media: bus error: {} ({extra:?})", err.error());
+            let origin = msg.src().map(|src| src.name().to_string());
+            Step::Failed(map_error(
+                shared,
+                &err.error(),
+                origin.as_deref(),
+                extra.as_deref(),
+            ))
+        }
+        MessageView::Warning(warning) => {
+            tracing::warn!(
+                input = %shared.input,
+                "media: {} ({})",
+                warning.error(),
+                warning.debug().as_deref().map(one_line).unwrap_or_default()
+            );
+            Step::Continue
+        }
+        MessageView::Element(element) => {
+            if let Some(s) = element.structure()
+                && s.name() == "missing-plugin"
+            {
+                record_missing(shared, s);
+            }
+            Step::Continue
+        }
+        MessageView::AsyncDone(_)
+            if pipeline.is_some_and(|p| msg.src() == Some(p.upcast_ref::<gst::Object>())) =>
+        {
+            Step::Prerolled
+        }
+        MessageView::Application(app)
+            if app.structure().is_some_and(|s| s.name() == STOP_MESSAGE) =>
+        {
+            Step::Stop
+        }
+        _ => Step::Continue,
+    }
+}
+
+fn record_missing(shared: &Shared, s: &gst::StructureRef) {
+    let kind = s.get::<&str>("type").unwrap_or("element");
+    let detail = s
+        .get::<gst::Caps>("detail")
+        .ok()
+        .and_then(|caps| caps.structure(0).map(|st| st.name().to_string()))
+        .or_else(|| s.get::<String>("detail").ok())
+        .unwrap_or_default();
+    let name = s
+        .get::<String>("name")
+        .unwrap_or_else(|_| format!("{kind} for {detail}"));
+    // A missing video/image/subtitle decoder does not stop us from decoding audio.
+    let relevant = !(kind == "decoder"
+        && [
+            "video/",
+            "image/",
+            "text/",
+            "subpicture/",
+            "application/x-subtitle",
+        ]
+        .iter()
+        .any(|prefix| detail.starts_with(prefix)));
+    tracing::info!(input = %shared.input, relevant, "media: missing plugin: {name} ({kind}, {detail})");
+    lock(&shared.missing).push((name, relevant));
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// One line from a GStreamer error: its message, the element that posted it, and the reason from
+/// the debug text when there is one (the debug text's first line is a source location and the
+/// element's path; the rest is the reason, e.g. "streaming stopped, reason not-linked (-1)").
+fn describe(message: &str, origin: Option<&str>, debug: Option<&str>) -> String {
+    let reason = debug
+        .and_then(|debug| debug.split_once('\n'))
+        .map(|(_, reason)| one_line(reason))
+        .filter(|reason| !reason.is_empty());
+    match (origin, reason) {
+        (Some(origin), Some(reason)) => format!("{message} ({origin}: {reason})"),
+        (Some(origin), None) => format!("{message} ({origin})"),
+        (None, Some(reason)) => format!("{message} ({reason})"),
+        (None, None) => message.to_owned(),
+    }
+}
+
+/// Translates a GStreamer error (domain + code) into the layer's error type.
+fn map_error(
+    shared: &Shared,
+    err: &gst::glib::Error,
+    origin: Option<&str>,
+    debug: Option<&str>,
+) -> MediaError {
+    let input = shared.input.clone();
+    if let Some(detail) = lock(&shared.no_audio).clone() {
+        return MediaError::NotAudio { input, detail };
+    }
+    let detail = describe(err.message(), origin, debug);
+    let audio_linked = shared.audio_linked.load(Ordering::SeqCst);
+    let (relevant, other): (Vec<_>, Vec<_>) =
+        lock(&shared.missing).iter().cloned().partition(|m| m.1);
+    let names = |list: Vec<(String, bool)>| {
+        list.into_iter()
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing_plugin =
+        err.matches(gst::CoreError::MissingPlugin) || err.matches(gst::StreamError::CodecNotFound);
+    if !relevant.is_empty() && (missing_plugin || !audio_linked) {
+        return MediaError::MissingPlugin(names(relevant));
+    }
+    if missing_plugin {
+        return if other.is_empty() {
+            MediaError::MissingPlugin(detail)
+        } else {
+            MediaError::NotAudio {
+                input,
+                detail: format!("no decodable audio stream (missing {})", names(other)),
+            }
+        };
+    }
+    if let Some(code) = err.kind::<gst::StreamError>() {
+        use gst::StreamError as S;
+        return match code {
+            S::TypeNotFound | S::WrongType | S::Decode | S::Demux | S::Format => {
+                MediaError::NotAudio { input, detail }
+            }
+            S::Failed | S::NotImplemented if !audio_linked => {
+                MediaError::NotAudio { input, detail }
+            }
+            _ => MediaError::Pipeline(detail),
+        };
+    }
+    if let Some(code) = err.kind::<gst::ResourceError>() {
+        use gst::ResourceError as R;
+        return match code {
+            R::NotFound => MediaError::NotFound(input),
+            R::OpenRead | R::OpenReadWrite | R::Read | R::NotAuthorized => MediaError::NotAudio {
+                input,
+                detail: format!("unreadable: {detail}"),
+            },
+            _ => MediaError::Pipeline(detail),
+        };
+    }
+    MediaError::Pipeline(detail)
+}
+
+/// After a failed state change: the reason is (normally) an error message already on the bus.
+fn error_on_bus(source: &Source) -> Option<MediaError> {
+    while let Some(msg) = source.bus.pop() {
+        if let Step::Failed(err) = classify(&source.shared, None, &msg) {
+            return Some(err);
+        }
+    }
+    None
+}
+
+/// Reads the bus until the pipeline has prerolled (first audio at the sink), failed, or reached
+/// EOS without audio, for at most [`PREROLL_TIMEOUT`].
+fn wait_preroll(source: &Source) -> Result<(), MediaError> {
+    let deadline = Instant::now() + PREROLL_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            tracing::warn!(
+                input = %source.shared.input,
+                "media: no audio after {PREROLL_TIMEOUT:?}; continuing in the background"
+            );
+            return Ok(());
+        }
+        let timeout =
+            gst::ClockTime::from_nseconds(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
+        let Some(msg) = source.bus.timed_pop(timeout) else {
+            continue;
+        };
+        match classify(&source.shared, Some(&source.pipeline), &msg) {
+            Step::Continue | Step::Stop => {}
+            Step::Prerolled => return Ok(()),
+            Step::Failed(err) => return Err(err),
+            Step::Eos => {
+                source.shared.finish(MediaEvent::Eos);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The bus thread: turns EOS and errors into the final event, logs warnings, then exits.
+fn bus_loop(bus: &gst::Bus, shared: &Shared) {
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::NONE) {
+        match classify(shared, None, &msg) {
+            Step::Continue | Step::Prerolled => {}
+            Step::Stop => return,
+            Step::Eos => {
+                shared.finish(MediaEvent::Eos);
+                return;
+            }
+            Step::Failed(err) => {
+                tracing::warn!(input = %shared.input, "media: {err}");
+                shared.finish(MediaEvent::Error(err));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_index_rounds_to_nearest() {
+        assert_eq!(sample_index(gst::ClockTime::ZERO), 0);
+        assert_eq!(sample_index(gst::ClockTime::from_seconds(1)), 16_000);
+        // 62.5 us per sample: 31_250 ns rounds up to 1, 31_249 down to 0.
+        assert_eq!(sample_index(gst::ClockTime::from_nseconds(31_250)), 1);
+        assert_eq!(sample_index(gst::ClockTime::from_nseconds(31_249)), 0);
+        assert_eq!(sample_index(gst::ClockTime::from_mseconds(5_545)), 88_720);
+    }
+
+    #[test]
+    fn placement_keeps_contiguity_and_reports_gaps() {
+        assert_eq!(place(Some(0), 0), (0, None));
+        assert_eq!(place(None, 480), (480, None));
+        // Millisecond-rounded container timestamps stay contiguous.
+        assert_eq!(place(Some(490), 480), (480, None));
+        assert_eq!(place(Some(470), 480), (480, None));
+        // A 100 ms hole is counted in the index.
+        assert_eq!(place(Some(2080), 480), (2080, Some(1600)));
+        // An overlap is reported as such.
+        assert_eq!(place(Some(100), 480), (100, Some(-380)));
+        // A stream that starts late.
+        assert_eq!(place(Some(1600), 0), (1600, Some(1600)));
+    }
+
+    #[test]
+    fn error_descriptions_are_one_line() {
+        let debug = "../libs/gst/base/gstbasesrc.c(3132): gst_base_src_loop (): /GstPipeline:p/X:src:\nstreaming stopped, reason not-linked (-1)";
+        assert_eq!(
+            describe("Internal data stream error.", Some("qtdemux0"), Some(debug)),
+            "Internal data stream error. (qtdemux0: streaming stopped, reason not-linked (-1))"
+        );
+        assert_eq!(
+            describe(
+                "Could not determine type of stream.",
+                Some("typefind"),
+                Some("x.c(1): f (): /P")
+            ),
+            "Could not determine type of stream. (typefind)"
+        );
+        assert_eq!(describe("Boom.", None, None), "Boom.");
+    }
+
+    #[test]
+    fn f32_conversion() {
+        let bytes: Vec<u8> = [0.5_f32, -1.0, 0.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(f32_from_le(&bytes), vec![0.5, -1.0, 0.25]);
+        assert_eq!(f32_from_le(&bytes[..7]), vec![0.5]);
+    }
+
+    #[test]
+    fn unknown_element_is_a_missing_plugin() {
+        super::super::init().unwrap();
+        let err = launch("audiotestsrc ! soustitre_no_such_element ! fakesink").unwrap_err();
+        assert_eq!(
+            err,
+            MediaError::MissingPlugin("soustitre_no_such_element".to_owned())
+        );
+        let err = launch("audiotestsrc ! ! fakesink").unwrap_err();
+        assert!(matches!(err, MediaError::Pipeline(_)), "{err}");
+    }
+
+    #[test]
+    fn a_bus_error_after_start_is_the_last_event() {
+        let wav = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/corpus/dev/utterances/synth/en_01.wav"
+        );
+        let settings = DecodeSettings {
+            realtime: true,
+            queue_chunks: 2,
+        };
+        let (source, events) = open(wav, &settings).unwrap();
+        assert!(matches!(events.recv().unwrap(), MediaEvent::Audio(_)));
+        let error = gst::message::Error::builder(gst::CoreError::Failed, "injected failure")
+            .src(&source.pipeline)
+            .build();
+        source.bus.post(error).unwrap();
+        let mut last = None;
+        while let Ok(event) = events.recv_timeout(Duration::from_secs(30)) {
+            last = Some(event);
+        }
+        assert!(events.is_empty());
+        match last {
+            Some(MediaEvent::Error(MediaError::Pipeline(detail))) => {
+                assert!(detail.starts_with("injected failure"), "{detail}");
+            }
+            other => panic!("expected a pipeline error last, got {other:?}"),
+        }
+        // The channel is closed, not just quiet.
+        assert!(matches!(
+            events.recv_timeout(Duration::from_millis(1)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        ));
+    }
+
+    #[test]
+    fn quoted_uri_survives_gst_parse() {
+        super::super::init().unwrap();
+        let uri = r#"http://example.org/a "quoted" \back slash {rate}.ogg"#;
+        let text = description::render(DECODE_TEMPLATE, &Params { uri, sync: true }).unwrap();
+        let pipeline = launch(&text).unwrap();
+        let decoder = pipeline.by_name(DECODER_NAME).unwrap();
+        assert_eq!(
+            decoder.property::<Option<String>>("uri").as_deref(),
+            Some(uri)
+        );
+        let sink = pipeline.by_name(SINK_NAME).unwrap();
+        assert!(sink.property::<bool>("sync"));
+    }
+}

@@ -1,0 +1,174 @@
+//! Captioning one audio input end to end: GStreamer decode → bounded channel → inference worker
+//! thread → caption events to the caller.
+//!
+//! Threads and queues: the appsink callback (GStreamer streaming thread) only copies samples into
+//! the media channel (bounded; file inputs block the decoder when it is full, so nothing is
+//! lost). A named worker thread owns the captioner and does all inference; it sends events on a
+//! bounded channel (blocking: finals are never dropped) to the caller's thread, which renders
+//! them. When the worker falls behind a real-time input, the captioner skips partials.
+
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, bounded};
+
+use crate::captions::CaptionEvent;
+use crate::engine::{Engine, EngineError};
+use crate::media::{AudioSource, DecodeSettings, MediaError, MediaEvent};
+use crate::stream::{CaptionError, CaptionerStats, StreamSettings};
+
+/// Capacity of the worker → caller event channel.
+pub const EVENT_QUEUE: usize = 1024;
+
+/// Errors of a captioning run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Caption(#[from] CaptionError),
+    #[error("the captioning worker stopped unexpectedly")]
+    WorkerLost,
+}
+
+/// Figures of a finished run.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// Audio decoded, seconds.
+    pub audio_s: f64,
+    /// Wall-clock time from the first sample to the last event, seconds.
+    pub wall_s: f64,
+    /// Process CPU time during the run (user + system), seconds.
+    pub cpu_s: f64,
+    /// Counters of the captioner.
+    pub stats: CaptionerStats,
+    /// Gaps (lost audio) seen in the input, seconds.
+    pub gaps_s: f64,
+}
+
+/// Captions `input` (a path or URI) on track `track`, calling `on_event` for each event in
+/// emission order. Returns when the input ends.
+pub fn caption_input(
+    input: &str,
+    decode: &DecodeSettings,
+    engine: &Engine,
+    settings: &StreamSettings,
+    track: &str,
+    mut on_event: impl FnMut(&CaptionEvent),
+) -> Result<RunReport, RunError> {
+    settings.validate().map_err(CaptionError::from)?;
+    crate::media::init()?;
+    // load models before the audio starts flowing, so loading is not counted as latency
+    let whisper = engine.whisper()?;
+    let vad = engine.vad()?;
+    let cpu0 = cpu_seconds();
+    let source = AudioSource::open(input, decode)?;
+    let origin = source.started_at().unwrap_or_else(Instant::now);
+    let clock = Box::new(move || origin.elapsed().as_secs_f64());
+    let captioner = crate::stream::Captioner::new(settings.clone(), track, whisper, vad, clock)?;
+    let media_rx = source.receiver().clone();
+    let (ev_tx, ev_rx) = bounded::<WorkerMsg>(EVENT_QUEUE);
+    let worker = std::thread::Builder::new()
+        .name(format!("asr-{track}"))
+        .spawn(move || worker(captioner, media_rx, ev_tx))
+        .map_err(|_| RunError::WorkerLost)?;
+    let mut result = Ok(());
+    for msg in ev_rx.iter() {
+        match msg {
+            WorkerMsg::Event(ev) => on_event(&ev),
+            WorkerMsg::Failed(e) => result = Err(e),
+        }
+    }
+    let (stats, gaps_s) = worker.join().map_err(|_| RunError::WorkerLost)?;
+    drop(source);
+    result?;
+    Ok(RunReport {
+        audio_s: stats.audio_s,
+        wall_s: origin.elapsed().as_secs_f64(),
+        cpu_s: cpu_seconds() - cpu0,
+        stats,
+        gaps_s,
+    })
+}
+
+enum WorkerMsg {
+    Event(CaptionEvent),
+    Failed(RunError),
+}
+
+fn worker(
+    mut captioner: crate::stream::Captioner,
+    rx: Receiver<MediaEvent>,
+    tx: crossbeam_channel::Sender<WorkerMsg>,
+) -> (CaptionerStats, f64) {
+    let mut out = Vec::new();
+    let mut expected = 0u64;
+    let mut gaps = 0u64;
+    let send_all = |out: &mut Vec<CaptionEvent>| {
+        for ev in out.drain(..) {
+            // the caller only goes away when it stops listening: nothing left to deliver to
+            let _ = tx.send(WorkerMsg::Event(ev));
+        }
+    };
+    let fail = |e: RunError| {
+        let _ = tx.send(WorkerMsg::Failed(e));
+    };
+    for msg in rx.iter() {
+        match msg {
+            MediaEvent::Audio(chunk) => {
+                if chunk.first_sample > expected {
+                    let missing = chunk.first_sample - expected;
+                    gaps += missing;
+                    if let Err(e) = captioner.gap(missing, &mut out) {
+                        fail(e.into());
+                    }
+                    send_all(&mut out);
+                }
+                // overlapping timestamps: drop the samples already seen
+                let skip = expected.saturating_sub(chunk.first_sample) as usize;
+                if skip < chunk.samples.len() {
+                    let busy = !rx.is_empty();
+                    if let Err(e) = captioner.push(&chunk.samples[skip..], busy, &mut out) {
+                        fail(e.into());
+                    }
+                    send_all(&mut out);
+                }
+                expected = expected.max(chunk.end_sample());
+            }
+            MediaEvent::Eos => break,
+            MediaEvent::Error(e) => {
+                let _ = captioner.finish(&mut out);
+                send_all(&mut out);
+                fail(e.into());
+                return (captioner.stats().clone(), gaps as f64 / 16_000.0);
+            }
+        }
+    }
+    if let Err(e) = captioner.finish(&mut out) {
+        fail(e.into());
+    }
+    send_all(&mut out);
+    (captioner.stats().clone(), gaps as f64 / 16_000.0)
+}
+
+/// CPU time (user + system) of this process so far, seconds.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Peak resident memory of this process so far, bytes.
+pub fn peak_rss_bytes() -> u64 {
+    // SAFETY: as above.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0;
+    }
+    u.ru_maxrss as u64 * 1024
+}

@@ -1,0 +1,619 @@
+//! The captioning loop of one track: VAD-gated segmentation, partials by local agreement, finals
+//! at endpoints.
+//!
+//! Audio is consumed in fixed VAD frames of 32 ms whatever the size of the buffers pushed, and
+//! every decision (segment start and end, forced cuts, partial times) is taken in audio time, so
+//! the finals do not depend on how the audio was sliced. Partials and speculative final decodes
+//! are *optional work*: the caller says when input is pending (`busy`) and the captioner then
+//! skips them to catch up; finals are always decoded.
+//!
+//! Latency model (audio time → event):
+//! * partial: `partial_interval_ms` cadence + one decode of the segment so far (≈ 0.1–0.4 s for
+//!   whisper-base on one core), skipped while behind;
+//! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
+//!   as `speech_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
+//! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s.
+
+use std::collections::VecDeque;
+
+use crate::asr::{AsrError, DecodeOptions, Decoded, Language, TIMESTAMP_STEP_S, Whisper};
+use crate::captions::{CaptionEvent, EventKind, Word};
+use crate::onnx::OnnxError;
+use crate::vad::{FRAME_SAMPLES, SileroVad};
+
+use super::agreement::Agreement;
+use super::settings::{InvalidSetting, LanguageSetting, StreamSettings};
+use super::timing::{TimedWord, spread_words, voiced_spans};
+
+const SAMPLE_RATE: f64 = 16_000.0;
+const FRAME_S: f64 = FRAME_SAMPLES as f64 / SAMPLE_RATE;
+/// Window searched for the quietest frame at a forced cut, seconds before the cut.
+const CUT_SEARCH_S: f64 = 3.0;
+/// The cut never falls in the last this-many seconds (the current word).
+const CUT_GUARD_S: f64 = 0.3;
+
+/// Errors of the captioning loop.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptionError {
+    #[error(transparent)]
+    Asr(#[from] AsrError),
+    #[error("voice activity detection failed: {0}")]
+    Vad(#[from] OnnxError),
+    #[error(transparent)]
+    Settings(#[from] InvalidSetting),
+}
+
+/// Counters of one captioner, for benchmarks and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CaptionerStats {
+    /// Audio consumed, seconds.
+    pub audio_s: f64,
+    /// Seconds spent in the recognizer (all decodes).
+    pub asr_s: f64,
+    /// Seconds spent in the VAD.
+    pub vad_s: f64,
+    pub partials: u64,
+    pub finals: u64,
+    /// Partials skipped because input was pending.
+    pub skipped_partials: u64,
+    /// Finals whose decode was done speculatively before the endpoint was confirmed.
+    pub speculative_hits: u64,
+    /// Speculative decodes thrown away because speech resumed.
+    pub speculative_misses: u64,
+    /// Decodes cut or dropped by a hallucination guard.
+    pub guarded: u64,
+}
+
+struct Segment {
+    /// Absolute sample of `audio[0]`.
+    start: u64,
+    audio: Vec<f32>,
+    /// VAD probability per frame of `audio`.
+    probs: Vec<f32>,
+    /// Absolute sample just after the last voiced frame.
+    last_voiced_end: u64,
+    voiced_frames: u32,
+    silence_frames: u32,
+    next_partial_at: u64,
+    id: Option<String>,
+    revision: u32,
+    last_partial_text: String,
+    agreement: Agreement,
+    /// A final decode made ahead of the endpoint: (absolute end sample, result).
+    speculative: Option<(u64, Decoded)>,
+}
+
+impl Segment {
+    fn end(&self) -> u64 {
+        self.start + self.audio.len() as u64
+    }
+}
+
+/// The captioner of one track.
+pub struct Captioner {
+    settings: StreamSettings,
+    track: String,
+    whisper: Whisper,
+    vad: SileroVad,
+    pending: Vec<f32>,
+    /// Absolute sample of the next frame.
+    pos: u64,
+    preroll: VecDeque<([f32; FRAME_SAMPLES], f32)>,
+    preroll_frames: usize,
+    seg: Option<Segment>,
+    seq: u64,
+    segments: u32,
+    locked_language: Option<String>,
+    clock: Box<dyn Fn() -> f64 + Send>,
+    stats: CaptionerStats,
+}
+
+impl Captioner {
+    /// A captioner for `track`. `clock` gives `emitted_at` (seconds since sample 0 entered).
+    pub fn new(
+        settings: StreamSettings,
+        track: impl Into<String>,
+        whisper: Whisper,
+        vad: SileroVad,
+        clock: Box<dyn Fn() -> f64 + Send>,
+    ) -> Result<Self, CaptionError> {
+        settings.validate()?;
+        if let LanguageSetting::Fixed(code) = &settings.language
+            && !whisper.knows_language(code)
+        {
+            return Err(AsrError::UnknownLanguage(format!(
+                "{code}` for model `{}",
+                whisper.name()
+            ))
+            .into());
+        }
+        let preroll_frames =
+            (ms_to_samples(settings.speech_pad_ms) as usize).div_ceil(FRAME_SAMPLES);
+        Ok(Self {
+            settings,
+            track: track.into(),
+            whisper,
+            vad,
+            pending: Vec::with_capacity(FRAME_SAMPLES * 4),
+            pos: 0,
+            preroll: VecDeque::with_capacity(preroll_frames + 1),
+            preroll_frames,
+            seg: None,
+            seq: 0,
+            segments: 0,
+            locked_language: None,
+            clock,
+            stats: CaptionerStats::default(),
+        })
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &CaptionerStats {
+        &self.stats
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
+    /// Audio time consumed so far, seconds.
+    pub fn position_s(&self) -> f64 {
+        (self.pos as f64 + self.pending.len() as f64) / SAMPLE_RATE
+    }
+
+    /// Feeds 16 kHz mono samples. `busy` says more input is already waiting, so optional work
+    /// (partials, speculative decodes) is skipped. Events are appended to `out`.
+    pub fn push(
+        &mut self,
+        samples: &[f32],
+        busy: bool,
+        out: &mut Vec<CaptionEvent>,
+    ) -> Result<(), CaptionError> {
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (FRAME_SAMPLES - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == FRAME_SAMPLES {
+                let mut frame = [0.0f32; FRAME_SAMPLES];
+                frame.copy_from_slice(&self.pending);
+                self.pending.clear();
+                self.on_frame(&frame, busy || !rest.is_empty(), out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: the last partial frame is padded with silence and any open segment gets
+    /// its final.
+    pub fn finish(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        if !self.pending.is_empty() {
+            let mut frame = [0.0f32; FRAME_SAMPLES];
+            frame[..self.pending.len()].copy_from_slice(&self.pending);
+            self.pending.clear();
+            self.on_frame(&frame, false, out)?;
+        }
+        if let Some(seg) = self.seg.take() {
+            let pad = ms_to_samples(self.settings.speech_pad_ms);
+            let end = (seg.last_voiced_end + pad).min(seg.end());
+            self.finalize(seg, end, out)?;
+        }
+        Ok(())
+    }
+
+    /// Audio was lost (`samples` missing): the open segment is closed with what was heard and
+    /// the stream continues after the hole. Nothing is invented for the missing audio.
+    pub fn gap(&mut self, samples: u64, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        self.pending.clear();
+        if let Some(seg) = self.seg.take() {
+            let end = seg.end();
+            self.finalize(seg, end, out)?;
+        }
+        self.preroll.clear();
+        self.vad.reset();
+        self.pos += samples;
+        self.stats.audio_s += samples as f64 / SAMPLE_RATE;
+        Ok(())
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: &[f32; FRAME_SAMPLES],
+        busy: bool,
+        out: &mut Vec<CaptionEvent>,
+    ) -> Result<(), CaptionError> {
+        let t = std::time::Instant::now();
+        let p = self.vad.process(frame)?;
+        self.stats.vad_s += t.elapsed().as_secs_f64();
+        self.stats.audio_s += FRAME_S;
+        let frame_start = self.pos;
+        self.pos += FRAME_SAMPLES as u64;
+        let s = &self.settings;
+        let pad = ms_to_samples(s.speech_pad_ms);
+
+        let Some(seg) = self.seg.as_mut() else {
+            if p >= s.vad_threshold {
+                // speech onset: the segment starts with the pre-roll
+                let mut audio = Vec::with_capacity(ms_to_samples(4_000) as usize);
+                let mut probs = Vec::new();
+                for (f, fp) in self.preroll.drain(..) {
+                    audio.extend_from_slice(&f);
+                    probs.push(fp);
+                }
+                let start = frame_start - audio.len() as u64;
+                audio.extend_from_slice(frame);
+                probs.push(p);
+                self.seg = Some(Segment {
+                    start,
+                    audio,
+                    probs,
+                    last_voiced_end: self.pos,
+                    voiced_frames: 1,
+                    silence_frames: 0,
+                    next_partial_at: start + ms_to_samples(s.partial_interval_ms),
+                    id: None,
+                    revision: 0,
+                    last_partial_text: String::new(),
+                    agreement: Agreement::new(s.stable_agreement as usize),
+                    speculative: None,
+                });
+            } else {
+                self.preroll.push_back((*frame, p));
+                while self.preroll.len() > self.preroll_frames {
+                    self.preroll.pop_front();
+                }
+            }
+            return Ok(());
+        };
+
+        seg.audio.extend_from_slice(frame);
+        seg.probs.push(p);
+        if p >= s.vad_release {
+            seg.last_voiced_end = self.pos;
+            seg.voiced_frames += 1;
+            seg.silence_frames = 0;
+            if seg.speculative.take().is_some() {
+                self.stats.speculative_misses += 1;
+            }
+        } else {
+            seg.silence_frames += 1;
+        }
+        let silence = seg.silence_frames as u64 * FRAME_SAMPLES as u64;
+        let voiced_ms = seg.voiced_frames as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
+        let enough_speech = voiced_ms >= s.min_speech_ms as u64;
+
+        if silence >= ms_to_samples(s.endpoint_silence_ms) {
+            let seg = self.seg.take().expect("segment is open");
+            let end = seg.last_voiced_end + pad;
+            // the silence after the cut becomes the pre-roll of the next segment
+            let keep_from = ((end - seg.start) as usize / FRAME_SAMPLES).min(seg.probs.len());
+            self.preroll.clear();
+            for i in keep_from..seg.probs.len() {
+                let mut f = [0.0f32; FRAME_SAMPLES];
+                f.copy_from_slice(&seg.audio[i * FRAME_SAMPLES..(i + 1) * FRAME_SAMPLES]);
+                self.preroll.push_back((f, seg.probs[i]));
+            }
+            while self.preroll.len() > self.preroll_frames {
+                self.preroll.pop_front();
+            }
+            return self.finalize(seg, end, out);
+        }
+        let max_len = (s.max_segment_s as f64 * SAMPLE_RATE) as u64;
+        if seg.audio.len() as u64 >= max_len {
+            return self.forced_cut(out);
+        }
+        if busy || !enough_speech {
+            if self
+                .seg
+                .as_ref()
+                .is_some_and(|g| g.next_partial_at <= self.pos)
+                && busy
+            {
+                self.stats.skipped_partials += 1;
+                if let Some(g) = self.seg.as_mut() {
+                    g.next_partial_at = self.pos + ms_to_samples(self.settings.partial_interval_ms);
+                }
+            }
+            return Ok(());
+        }
+        // optional work, only when caught up
+        if silence >= pad && seg.speculative.is_none() {
+            let end = seg.last_voiced_end + pad;
+            let decoded = self.decode_final_audio(end)?;
+            if let Some(seg) = self.seg.as_mut() {
+                seg.speculative = Some((end, decoded));
+            }
+            return Ok(());
+        }
+        if self.settings.partials && seg.next_partial_at <= self.pos && silence < pad {
+            self.partial(out)?;
+        }
+        Ok(())
+    }
+
+    /// Options for a final decode, following the language policy.
+    fn final_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            language: self.language_for(true),
+            timestamps: self.settings.timestamps,
+            ..Default::default()
+        }
+    }
+
+    fn language_for(&self, is_final: bool) -> Language {
+        match &self.settings.language {
+            LanguageSetting::Fixed(code) => Language::Fixed(code.clone()),
+            LanguageSetting::Auto => match (&self.locked_language, is_final) {
+                (Some(code), false) => Language::Fixed(code.clone()),
+                (prefer, _) => Language::Detect {
+                    prefer: prefer.clone(),
+                    switch_confidence: self.settings.language_switch_confidence,
+                },
+            },
+        }
+    }
+
+    /// Decodes the open segment's audio up to absolute sample `end` as a final would.
+    fn decode_final_audio(&mut self, end: u64) -> Result<Decoded, CaptionError> {
+        let opts = self.final_options();
+        let seg = self.seg.as_ref().expect("segment is open");
+        let n = ((end - seg.start) as usize).min(seg.audio.len());
+        let t = std::time::Instant::now();
+        let d = self.whisper.transcribe(&seg.audio[..n], &opts);
+        self.stats.asr_s += t.elapsed().as_secs_f64();
+        Ok(d?)
+    }
+
+    fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        let language = self.language_for(false);
+        let seg = self.seg.as_mut().expect("segment is open");
+        seg.next_partial_at = self.pos + ms_to_samples(self.settings.partial_interval_ms);
+        let opts = DecodeOptions {
+            language,
+            timestamps: false,
+            prefix: seg.agreement.stable().to_vec(),
+            ..Default::default()
+        };
+        let t = std::time::Instant::now();
+        let d = self.whisper.transcribe(&seg.audio, &opts);
+        self.stats.asr_s += t.elapsed().as_secs_f64();
+        let d = d?;
+        if !d.guards.is_empty() {
+            self.stats.guarded += 1;
+        }
+        let whisper = &self.whisper;
+        let seg = self.seg.as_mut().expect("segment is open");
+        seg.agreement
+            .update(&d.text_tokens, |t| whisper.starts_word(t));
+        let text = d.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.is_empty() || text == seg.last_partial_text {
+            return Ok(());
+        }
+        let stable_text = whisper
+            .decode_text(seg.agreement.stable())?
+            .trim()
+            .to_string();
+        seg.last_partial_text = text.clone();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let origin = seg.start as f64 / SAMPLE_RATE;
+        let voiced = voiced_spans(&seg.probs, self.settings.vad_release, origin, FRAME_S);
+        let t0 = voiced.first().map_or(origin, |v| v.0);
+        let t1 = seg.last_voiced_end as f64 / SAMPLE_RATE;
+        let timed = spread_words(&words, t0, t1, &voiced);
+        let language = d.language.clone().or_else(|| Some("en".into()));
+        let ev = self.make_event(EventKind::Partial, timed, stable_text, language);
+        self.stats.partials += 1;
+        out.push(ev);
+        Ok(())
+    }
+
+    /// Cuts an over-long segment at its quietest recent frame; the rest carries on.
+    fn forced_cut(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        let mut seg = self.seg.take().expect("segment is open");
+        let n = seg.probs.len();
+        let lo = n.saturating_sub((CUT_SEARCH_S / FRAME_S) as usize).max(1);
+        let hi = n
+            .saturating_sub((CUT_GUARD_S / FRAME_S) as usize)
+            .max(lo + 1);
+        let mut cut = lo;
+        for i in lo..hi {
+            if seg.probs[i] <= seg.probs[cut] {
+                cut = i;
+            }
+        }
+        let cut_sample = seg.start + (cut * FRAME_SAMPLES) as u64;
+        let rest_audio = seg.audio.split_off(cut * FRAME_SAMPLES);
+        let rest_probs = seg.probs.split_off(cut);
+        let rest_voiced = rest_probs
+            .iter()
+            .filter(|p| **p >= self.settings.vad_release)
+            .count() as u32;
+        let last_voiced_end = seg.last_voiced_end;
+        seg.last_voiced_end = seg.last_voiced_end.min(cut_sample);
+        seg.speculative = None;
+        self.finalize(seg, cut_sample, out)?;
+        let interval = ms_to_samples(self.settings.partial_interval_ms);
+        self.seg = Some(Segment {
+            start: cut_sample,
+            audio: rest_audio,
+            probs: rest_probs,
+            last_voiced_end: last_voiced_end.max(cut_sample),
+            voiced_frames: rest_voiced,
+            silence_frames: 0,
+            next_partial_at: self.pos + interval,
+            id: None,
+            revision: 0,
+            last_partial_text: String::new(),
+            agreement: Agreement::new(self.settings.stable_agreement as usize),
+            speculative: None,
+        });
+        Ok(())
+    }
+
+    /// Emits the final of `seg`, decoding audio up to absolute sample `end`.
+    fn finalize(
+        &mut self,
+        seg: Segment,
+        end: u64,
+        out: &mut Vec<CaptionEvent>,
+    ) -> Result<(), CaptionError> {
+        let voiced_ms = seg.voiced_frames as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
+        let end = end.clamp(seg.start, seg.end());
+        if voiced_ms < self.settings.min_speech_ms as u64 && seg.id.is_none() {
+            return Ok(());
+        }
+        let had_spec = seg.speculative.as_ref().is_some_and(|(e, _)| *e == end);
+        let mut seg = seg;
+        let decoded = if had_spec {
+            self.stats.speculative_hits += 1;
+            seg.speculative.take().expect("checked").1
+        } else {
+            let opts = self.final_options();
+            let n = (end - seg.start) as usize;
+            let t = std::time::Instant::now();
+            let d = self.whisper.transcribe(&seg.audio[..n], &opts);
+            self.stats.asr_s += t.elapsed().as_secs_f64();
+            d?
+        };
+        if !decoded.guards.is_empty() {
+            self.stats.guarded += 1;
+        }
+        let window_s = (end - seg.start) as f64 / SAMPLE_RATE;
+        if std::env::var("SOUSTITRE_DEBUG").is_ok() {
+            eprintln!(
+                "final [{:.2},{:.2}] spec={had_spec} guards={:?} pieces={:?}",
+                seg.start as f64 / 16000.0,
+                end as f64 / 16000.0,
+                decoded.guards,
+                decoded.pieces
+            );
+        }
+        let origin = seg.start as f64 / SAMPLE_RATE;
+        let n_frames = ((end - seg.start) as usize)
+            .div_ceil(FRAME_SAMPLES)
+            .min(seg.probs.len());
+        let voiced = voiced_spans(
+            &seg.probs[..n_frames],
+            self.settings.vad_release,
+            origin,
+            FRAME_S,
+        );
+        let speech_t0 = voiced.first().map_or(origin, |v| v.0);
+        let speech_t1 = (seg.last_voiced_end.min(end) as f64 / SAMPLE_RATE).max(speech_t0);
+        let mut timed: Vec<TimedWord> = Vec::new();
+        let mut prev_end: Option<f64> = None;
+        let n_pieces = decoded.pieces.len();
+        for (i, piece) in decoded.pieces.iter().enumerate() {
+            let words: Vec<&str> = piece.text.split_whitespace().collect();
+            let p0 = piece.start.map(|t| origin + (t as f64).min(window_s));
+            let p1 = piece.end.map(|t| origin + (t as f64).min(window_s));
+            let t0 = p0
+                .or(prev_end)
+                .unwrap_or(speech_t0)
+                .max(prev_end.unwrap_or(f64::MIN));
+            let t1 = match p1 {
+                Some(e) => e,
+                None if i + 1 == n_pieces => speech_t1,
+                None => t0 + (TIMESTAMP_STEP_S as f64),
+            }
+            .max(t0);
+            // keep the words on the voiced part of the piece
+            timed.extend(spread_words(
+                &words,
+                t0.max(speech_t0).min(t1),
+                t1.min(speech_t1).max(t0.max(speech_t0).min(t1)),
+                &voiced,
+            ));
+            prev_end = Some(t1);
+        }
+        if let Some(lang) = &decoded.language
+            && !timed.is_empty()
+            && self.settings.language == LanguageSetting::Auto
+        {
+            self.locked_language = Some(lang.clone());
+        }
+        if timed.is_empty() && seg.id.is_none() {
+            return Ok(());
+        }
+        self.seg = Some(seg);
+        let text = timed
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let language = decoded.language.clone().or_else(|| Some("en".into()));
+        let ev = self.make_event(EventKind::Final, timed, text, language);
+        self.seg = None;
+        self.stats.finals += 1;
+        out.push(ev);
+        Ok(())
+    }
+
+    /// Builds the next event of the open segment (allocating its id on first use).
+    fn make_event(
+        &mut self,
+        kind: EventKind,
+        words: Vec<TimedWord>,
+        stable_text: String,
+        language: Option<String>,
+    ) -> CaptionEvent {
+        let seg = self.seg.as_mut().expect("segment is open");
+        let id = match &seg.id {
+            Some(id) => id.clone(),
+            None => {
+                self.segments += 1;
+                let id = format!("s{:04}", self.segments);
+                seg.id = Some(id.clone());
+                id
+            }
+        };
+        let revision = seg.revision;
+        seg.revision += 1;
+        let seg_start = seg.start as f64 / SAMPLE_RATE;
+        let text = words
+            .iter()
+            .map(|w| w.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let start = words.first().map_or(seg_start, |w| w.start);
+        let end = words.last().map_or(start, |w| w.end);
+        let seq = self.seq;
+        self.seq += 1;
+        CaptionEvent {
+            seq,
+            kind,
+            segment_id: id,
+            revision,
+            track: self.track.clone(),
+            speaker: None,
+            language,
+            stable_text: if kind == EventKind::Final {
+                text.clone()
+            } else {
+                stable_text
+            },
+            text,
+            start,
+            end,
+            emitted_at: round_ms((self.clock)()),
+            words: words
+                .into_iter()
+                .map(|w| Word {
+                    w: w.text,
+                    start: w.start,
+                    end: w.end,
+                    speaker: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn ms_to_samples(ms: u32) -> u64 {
+    ms as u64 * 16
+}
+
+fn round_ms(t: f64) -> f64 {
+    (t * 1000.0).round() / 1000.0
+}

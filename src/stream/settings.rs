@@ -1,0 +1,262 @@
+//! The knobs of the streaming policy, with their effect on latency and stability.
+//!
+//! These are what accessibility teams tune: lower `endpoint_silence_ms` gives earlier finals but
+//! cuts sentences at short pauses; lower `partial_interval_ms` gives livelier partials at more
+//! CPU; `stable_agreement` trades how early partial words are shown as stable against how often
+//! stable words would have been wrong.
+
+use serde::{Deserialize, Serialize};
+
+/// Default time between two partials of a growing segment, in ms of audio.
+pub const DEFAULT_PARTIAL_INTERVAL_MS: u32 = 500;
+/// Default silence that ends a segment (emits its final), in ms.
+pub const DEFAULT_ENDPOINT_SILENCE_MS: u32 = 500;
+/// Default longest segment before a forced cut, in seconds.
+pub const DEFAULT_MAX_SEGMENT_S: f32 = 15.0;
+/// Default shortest speech (voiced time) that is decoded at all, in ms.
+pub const DEFAULT_MIN_SPEECH_MS: u32 = 250;
+/// Default audio kept before speech onset and after speech end, in ms.
+pub const DEFAULT_SPEECH_PAD_MS: u32 = 200;
+/// Default VAD probability that starts speech.
+pub const DEFAULT_VAD_THRESHOLD: f32 = 0.5;
+/// Default VAD probability under which a frame counts as silence inside speech.
+pub const DEFAULT_VAD_RELEASE: f32 = 0.35;
+/// Default number of consecutive partial hypotheses that must agree on a word before it is
+/// shown as stable (LocalAgreement-n).
+pub const DEFAULT_STABLE_AGREEMENT: u32 = 2;
+/// Default probability another language needs to replace the stream's locked language.
+pub const DEFAULT_LANGUAGE_SWITCH_CONFIDENCE: f32 = 0.9;
+
+/// Language setting of a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum LanguageSetting {
+    /// A fixed language code (`en`, `fr`, ...).
+    Fixed(String),
+    /// Detect from the audio, then lock per stream unless confidently different.
+    Auto,
+}
+
+impl TryFrom<String> for LanguageSetting {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<LanguageSetting> for String {
+    fn from(l: LanguageSetting) -> String {
+        match l {
+            LanguageSetting::Fixed(c) => c,
+            LanguageSetting::Auto => "auto".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for LanguageSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from(self.clone()))
+    }
+}
+
+impl std::str::FromStr for LanguageSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().to_ascii_lowercase();
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        if (2..=3).contains(&s.len()) && s.chars().all(|c| c.is_ascii_lowercase()) {
+            Ok(Self::Fixed(s))
+        } else {
+            Err(format!(
+                "`{s}` is not a language code (use en, fr, ... or auto)"
+            ))
+        }
+    }
+}
+
+/// Settings of one captioned stream (track).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Language of the track.
+    pub language: LanguageSetting,
+    /// Emit partials at all. Off: finals only (less CPU, no provisional text).
+    pub partials: bool,
+    /// Audio time between two partials of a growing segment. Latency of partials is about this
+    /// plus one decode; CPU grows as it shrinks.
+    pub partial_interval_ms: u32,
+    /// Silence that ends a segment. Final latency is about this (the final is decoded while the
+    /// silence is confirmed). Too low cuts sentences at short pauses.
+    pub endpoint_silence_ms: u32,
+    /// Longest segment; a longer one is cut at the quietest point of its last seconds and the
+    /// rest carried on. Bounds final latency during long monologues.
+    pub max_segment_s: f32,
+    /// Voiced time below which a segment is dropped as a noise blip.
+    pub min_speech_ms: u32,
+    /// Audio kept before speech onset and after speech end (helps the first and last words).
+    pub speech_pad_ms: u32,
+    /// VAD probability that starts speech.
+    pub vad_threshold: f32,
+    /// VAD probability under which a frame inside speech counts as silence.
+    pub vad_release: f32,
+    /// Consecutive hypotheses that must agree before a partial word is stable.
+    pub stable_agreement: u32,
+    /// Probability another language needs to replace the locked one (`auto` only).
+    pub language_switch_confidence: f32,
+    /// Decode finals with timestamp tokens (better word times).
+    pub timestamps: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            language: LanguageSetting::Auto,
+            partials: true,
+            partial_interval_ms: DEFAULT_PARTIAL_INTERVAL_MS,
+            endpoint_silence_ms: DEFAULT_ENDPOINT_SILENCE_MS,
+            max_segment_s: DEFAULT_MAX_SEGMENT_S,
+            min_speech_ms: DEFAULT_MIN_SPEECH_MS,
+            speech_pad_ms: DEFAULT_SPEECH_PAD_MS,
+            vad_threshold: DEFAULT_VAD_THRESHOLD,
+            vad_release: DEFAULT_VAD_RELEASE,
+            stable_agreement: DEFAULT_STABLE_AGREEMENT,
+            language_switch_confidence: DEFAULT_LANGUAGE_SWITCH_CONFIDENCE,
+            timestamps: true,
+        }
+    }
+}
+
+/// A setting with an invalid value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid setting `{field}`: {reason}")]
+pub struct InvalidSetting {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl StreamSettings {
+    /// Checks every knob; the error names the field.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |field, reason: String| Err(InvalidSetting { field, reason });
+        if !(100..=10_000).contains(&self.partial_interval_ms) {
+            return bad(
+                "partial_interval_ms",
+                format!("{} is outside 100..=10000", self.partial_interval_ms),
+            );
+        }
+        if !(100..=5_000).contains(&self.endpoint_silence_ms) {
+            return bad(
+                "endpoint_silence_ms",
+                format!("{} is outside 100..=5000", self.endpoint_silence_ms),
+            );
+        }
+        if !(self.max_segment_s.is_finite() && (4.0..=28.0).contains(&self.max_segment_s)) {
+            return bad(
+                "max_segment_s",
+                format!(
+                    "{} is outside 4..=28 (Whisper windows are 30 s)",
+                    self.max_segment_s
+                ),
+            );
+        }
+        if self.min_speech_ms > 2_000 {
+            return bad(
+                "min_speech_ms",
+                format!("{} is above 2000", self.min_speech_ms),
+            );
+        }
+        if self.speech_pad_ms > 1_000 || self.speech_pad_ms >= self.endpoint_silence_ms {
+            return bad(
+                "speech_pad_ms",
+                format!(
+                    "{} must be at most 1000 and below endpoint_silence_ms",
+                    self.speech_pad_ms
+                ),
+            );
+        }
+        if !(self.vad_threshold > 0.0 && self.vad_threshold < 1.0) {
+            return bad(
+                "vad_threshold",
+                format!("{} is outside (0, 1)", self.vad_threshold),
+            );
+        }
+        if !(self.vad_release > 0.0 && self.vad_release <= self.vad_threshold) {
+            return bad(
+                "vad_release",
+                format!("{} must be in (0, vad_threshold]", self.vad_release),
+            );
+        }
+        if !(1..=5).contains(&self.stable_agreement) {
+            return bad(
+                "stable_agreement",
+                format!("{} is outside 1..=5", self.stable_agreement),
+            );
+        }
+        if !(self.language_switch_confidence > 0.0 && self.language_switch_confidence <= 1.0) {
+            return bad(
+                "language_switch_confidence",
+                format!("{} is outside (0, 1]", self.language_switch_confidence),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        StreamSettings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let s = StreamSettings {
+            partial_interval_ms: 10,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "partial_interval_ms");
+        let s = StreamSettings {
+            vad_release: 0.9,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "vad_release");
+        let s = StreamSettings {
+            max_segment_s: f32::NAN,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "max_segment_s");
+        let s = StreamSettings {
+            speech_pad_ms: 600,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "speech_pad_ms");
+    }
+
+    #[test]
+    fn language_parses() {
+        assert_eq!(
+            "auto".parse::<LanguageSetting>().unwrap(),
+            LanguageSetting::Auto
+        );
+        assert_eq!(
+            "FR".parse::<LanguageSetting>().unwrap(),
+            LanguageSetting::Fixed("fr".into())
+        );
+        assert!("french!".parse::<LanguageSetting>().is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml::from_str::<StreamSettings>("partial_interval = 3").unwrap_err();
+        assert!(err.to_string().contains("partial_interval"), "{err}");
+        let s: StreamSettings =
+            toml::from_str("language = \"fr\"\nendpoint_silence_ms = 700").unwrap();
+        assert_eq!(s.language, LanguageSetting::Fixed("fr".into()));
+        assert_eq!(s.endpoint_silence_ms, 700);
+    }
+}
