@@ -300,7 +300,6 @@ fn small_queue_back_pressures_without_loss() {
     let source = AudioSource::open(en_01().to_str().unwrap(), &settings).unwrap();
     // Let the decoder run into the full channel before reading anything.
     std::thread::sleep(Duration::from_millis(200));
-    assert!(source.receiver().len() <= 1);
     let (chunks, last) = drain(&source);
     assert_eq!(last, MediaEvent::Eos);
     let total: usize = chunks.iter().map(|c| c.samples.len()).sum();

@@ -24,7 +24,8 @@
 //!    `max_duration_s` of speech (a single token always fits); among those segmentations the one
 //!    with the least cost wins. Costs: a fixed cost per cue (fewer, fuller cues), a break cost (free
 //!    after a sentence end, a segment end or a pause ≥ 0.5 s, cheap after a comma or a shorter
-//!    pause, expensive after an article, preposition or conjunction), a cost for short cues, and a
+//!    pause, expensive after an article, preposition or conjunction; cue breaks weigh three times
+//!    line breaks), a cost for short cues, the cost of the cue's own line layout (step 5), and a
 //!    heavy cost per second of **reading-rate shortfall**.
 //! 5. **Lines** inside a cue: the fewest lines that hold the text (one line when it fits), with the
 //!    break points chosen to balance line lengths and to prefer breaks after punctuation.
@@ -737,8 +738,11 @@ fn cut_run(run: &Run, next_start: f64, s: &CueSettings) -> Vec<RawCue> {
                 0.0
             };
             let short = (half_line - chars as f64).max(0.0) * SHORT_COST_PER_CHAR;
-            let (lines_cost, _) = layout_lines(tokens, &lens, i, j, n_lines, width);
-            let c = best[i] + CUE_COST + brk + short + lines_cost + shortfall * RATE_COST_PER_S;
+            let c = best[i] + CUE_COST + brk + short + shortfall * RATE_COST_PER_S;
+            if c >= best[j] {
+                continue; // the line layout can only add cost
+            }
+            let c = c + layout_lines(tokens, &lens, i, j, n_lines, width).0;
             if c < best[j] {
                 best[j] = c;
                 from[j] = i;
@@ -881,23 +885,20 @@ pub(crate) mod tests {
 
     #[test]
     fn validate_names_the_bad_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut CueSettings)>)> = vec![
-            ("max_line_chars", Box::new(|s| s.max_line_chars = 0)),
-            ("max_lines", Box::new(|s| s.max_lines = 0)),
-            (
-                "max_chars_per_second",
-                Box::new(|s| s.max_chars_per_second = 0.0),
-            ),
-            (
-                "max_chars_per_second",
-                Box::new(|s| s.max_chars_per_second = f64::NAN),
-            ),
-            ("max_duration_s", Box::new(|s| s.max_duration_s = -1.0)),
-            ("min_duration_s", Box::new(|s| s.min_duration_s = 8.0)),
-            ("min_duration_s", Box::new(|s| s.min_duration_s = -0.1)),
-            ("gap_s", Box::new(|s| s.gap_s = f64::INFINITY)),
-            ("gap_s", Box::new(|s| s.gap_s = 7.0)),
-            ("join_gap_s", Box::new(|s| s.join_gap_s = -1.0)),
+        type Change = fn(&mut CueSettings);
+        let cases: [(&str, Change); 10] = [
+            ("max_line_chars", |s| s.max_line_chars = 0),
+            ("max_lines", |s| s.max_lines = 0),
+            ("max_chars_per_second", |s| s.max_chars_per_second = 0.0),
+            ("max_chars_per_second", |s| {
+                s.max_chars_per_second = f64::NAN
+            }),
+            ("max_duration_s", |s| s.max_duration_s = -1.0),
+            ("min_duration_s", |s| s.min_duration_s = 8.0),
+            ("min_duration_s", |s| s.min_duration_s = -0.1),
+            ("gap_s", |s| s.gap_s = f64::INFINITY),
+            ("gap_s", |s| s.gap_s = 7.0),
+            ("join_gap_s", |s| s.join_gap_s = -1.0),
         ];
         for (field, change) in cases {
             let mut s = CueSettings::default();

@@ -72,7 +72,7 @@ pub enum Violation {
         /// Segment id.
         segment_id: String,
     },
-    /// Blank text.
+    /// Blank text (a partial, or a final that retracts no partial).
     EmptyText {
         /// This event's seq.
         seq: u64,
@@ -253,7 +253,9 @@ pub fn validate_log(events: &[CaptionEvent], audio_duration_s: f64) -> Vec<Viola
                 seg.has_final |= ev.is_final();
             }
         }
-        if ev.text.trim().is_empty() {
+        // an empty final is allowed only as the retraction of partials shown before it
+        let retraction = ev.is_final() && ev.revision > 0;
+        if ev.text.trim().is_empty() && !retraction {
             out.push(Violation::EmptyText { seq, kind: ev.kind });
         }
         let times_ok = ev.start.is_finite()
@@ -454,14 +456,34 @@ mod tests {
                 l[i].text = "  ".into();
                 l[i].words.clear();
             });
-            assert_eq!(
-                v,
+            let expected = if good_log()[i].is_final() && good_log()[i].revision > 0 {
+                // a final that retracts earlier partials may be empty
+                vec![]
+            } else {
                 vec![Violation::EmptyText {
                     seq: i as u64,
-                    kind: good_log()[i].kind
+                    kind: good_log()[i].kind,
                 }]
-            );
+            };
+            assert_eq!(v, expected, "event {i}");
         }
+        // a final with no partial before it must have text
+        let v = check(|l| {
+            let mut lone = l[3].clone();
+            lone.segment_id = "lone".into();
+            lone.revision = 0;
+            lone.text = String::new();
+            lone.words.clear();
+            lone.seq = 100;
+            l.push(lone);
+        });
+        assert!(
+            v.contains(&Violation::EmptyText {
+                seq: 100,
+                kind: EventKind::Final
+            }),
+            "{v:?}"
+        );
     }
 
     #[test]

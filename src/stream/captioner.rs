@@ -283,7 +283,12 @@ impl Captioner {
         let voiced_ms = seg.voiced_frames as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
         let enough_speech = voiced_ms >= s.min_speech_ms as u64;
 
-        if silence >= ms_to_samples(s.endpoint_silence_ms) {
+        let endpoint_ms = if seg.audio.len() as f64 >= s.long_segment_s as f64 * SAMPLE_RATE {
+            s.long_segment_endpoint_ms
+        } else {
+            s.endpoint_silence_ms
+        };
+        if silence >= ms_to_samples(endpoint_ms) {
             let seg = self.seg.take().expect("segment is open");
             let end = seg.last_voiced_end + pad;
             // the silence after the cut becomes the pre-roll of the next segment

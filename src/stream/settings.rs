@@ -13,6 +13,10 @@ pub const DEFAULT_PARTIAL_INTERVAL_MS: u32 = 500;
 pub const DEFAULT_ENDPOINT_SILENCE_MS: u32 = 500;
 /// Default longest segment before a forced cut, in seconds.
 pub const DEFAULT_MAX_SEGMENT_S: f32 = 15.0;
+/// Default segment length past which a shorter pause ends the segment, in seconds.
+pub const DEFAULT_LONG_SEGMENT_S: f32 = 6.0;
+/// Default silence that ends a segment longer than `long_segment_s`, in ms.
+pub const DEFAULT_LONG_SEGMENT_ENDPOINT_MS: u32 = 300;
 /// Default shortest speech (voiced time) that is decoded at all, in ms.
 pub const DEFAULT_MIN_SPEECH_MS: u32 = 250;
 /// Default audio kept before speech onset and after speech end, in ms.
@@ -90,6 +94,11 @@ pub struct StreamSettings {
     /// Silence that ends a segment. Final latency is about this (the final is decoded while the
     /// silence is confirmed). Too low cuts sentences at short pauses.
     pub endpoint_silence_ms: u32,
+    /// Segment length (s) past which `long_segment_endpoint_ms` of silence is enough to end it:
+    /// long turns are cut at their pauses, which keeps final and partial latency bounded.
+    pub long_segment_s: f32,
+    /// Silence that ends a segment longer than `long_segment_s`.
+    pub long_segment_endpoint_ms: u32,
     /// Longest segment; a longer one is cut at the quietest point of its last seconds and the
     /// rest carried on. Bounds final latency during long monologues.
     pub max_segment_s: f32,
@@ -117,6 +126,8 @@ impl Default for StreamSettings {
             partial_interval_ms: DEFAULT_PARTIAL_INTERVAL_MS,
             endpoint_silence_ms: DEFAULT_ENDPOINT_SILENCE_MS,
             max_segment_s: DEFAULT_MAX_SEGMENT_S,
+            long_segment_s: DEFAULT_LONG_SEGMENT_S,
+            long_segment_endpoint_ms: DEFAULT_LONG_SEGMENT_ENDPOINT_MS,
             min_speech_ms: DEFAULT_MIN_SPEECH_MS,
             speech_pad_ms: DEFAULT_SPEECH_PAD_MS,
             vad_threshold: DEFAULT_VAD_THRESHOLD,
@@ -152,12 +163,41 @@ impl StreamSettings {
                 format!("{} is outside 100..=5000", self.endpoint_silence_ms),
             );
         }
+        if self.speech_pad_ms > 1_000 || self.speech_pad_ms >= self.endpoint_silence_ms {
+            return bad(
+                "speech_pad_ms",
+                format!(
+                    "{} must be at most 1000 and below endpoint_silence_ms",
+                    self.speech_pad_ms
+                ),
+            );
+        }
         if !(self.max_segment_s.is_finite() && (4.0..=28.0).contains(&self.max_segment_s)) {
             return bad(
                 "max_segment_s",
                 format!(
                     "{} is outside 4..=28 (Whisper windows are 30 s)",
                     self.max_segment_s
+                ),
+            );
+        }
+        if !(self.long_segment_s.is_finite()
+            && self.long_segment_s >= 1.0
+            && self.long_segment_s <= self.max_segment_s)
+        {
+            return bad(
+                "long_segment_s",
+                format!("{} must be in 1..=max_segment_s", self.long_segment_s),
+            );
+        }
+        if self.long_segment_endpoint_ms <= self.speech_pad_ms
+            || self.long_segment_endpoint_ms > self.endpoint_silence_ms
+        {
+            return bad(
+                "long_segment_endpoint_ms",
+                format!(
+                    "{} must be above speech_pad_ms and at most endpoint_silence_ms",
+                    self.long_segment_endpoint_ms
                 ),
             );
         }
