@@ -54,7 +54,7 @@ pub struct CaptionerStats {
     pub vad_s: f64,
     pub partials: u64,
     pub finals: u64,
-    /// Partials skipped because input was pending.
+    /// Partial times passed over while catching up with pending input.
     pub skipped_partials: u64,
     /// Finals whose decode was done speculatively before the endpoint was confirmed.
     pub speculative_hits: u64,
@@ -179,7 +179,7 @@ impl Captioner {
                 let mut frame = [0.0f32; FRAME_SAMPLES];
                 frame.copy_from_slice(&self.pending);
                 self.pending.clear();
-                self.on_frame(&frame, busy || !rest.is_empty(), out)?;
+                self.on_frame(&frame, busy || rest.len() >= FRAME_SAMPLES, out)?;
             }
         }
         Ok(())
@@ -309,17 +309,7 @@ impl Captioner {
             return self.forced_cut(out);
         }
         if busy || !enough_speech {
-            if self
-                .seg
-                .as_ref()
-                .is_some_and(|g| g.next_partial_at <= self.pos)
-                && busy
-            {
-                self.stats.skipped_partials += 1;
-                if let Some(g) = self.seg.as_mut() {
-                    g.next_partial_at = self.pos + ms_to_samples(self.settings.partial_interval_ms);
-                }
-            }
+            // optional work stays due and is done as soon as the input is caught up
             return Ok(());
         }
         // optional work, only when caught up
@@ -373,7 +363,10 @@ impl Captioner {
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
         let language = self.language_for(false);
         let seg = self.seg.as_mut().expect("segment is open");
-        seg.next_partial_at = self.pos + ms_to_samples(self.settings.partial_interval_ms);
+        let interval = ms_to_samples(self.settings.partial_interval_ms);
+        // partial times that passed while the captioner was catching up
+        self.stats.skipped_partials += (self.pos - seg.next_partial_at) / interval;
+        seg.next_partial_at = self.pos + interval;
         let opts = DecodeOptions {
             language,
             timestamps: false,

@@ -1,0 +1,108 @@
+//! Shared helpers of the integration tests: corpus paths, models, WAV reading, scoring with the
+//! corpus scorers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use soustitre::captions::{CaptionEvent, JsonlWriter};
+use soustitre::engine::Engine;
+use soustitre::media::DecodeSettings;
+use soustitre::stream::StreamSettings;
+
+/// `../shared` beside the checkout.
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// A file of the dev corpus.
+pub fn corpus(rel: &str) -> PathBuf {
+    shared().join("corpus/dev").join(rel)
+}
+
+/// The engine for `model`, prepared once per test binary.
+pub fn engine(model: &str) -> &'static Engine {
+    static BASE: OnceLock<Engine> = OnceLock::new();
+    static TINY: OnceLock<Engine> = OnceLock::new();
+    let cell = if model == "whisper-tiny.en" { &TINY } else { &BASE };
+    cell.get_or_init(|| Engine::prepare_default(model).expect("models and ONNX Runtime are set up (make setup)"))
+}
+
+/// Samples of a 16-bit PCM mono WAV file, as int16 / 32768.
+pub fn read_wav(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut i = 12;
+    while i + 8 <= b.len() {
+        let id = &b[i..i + 4];
+        let len = u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) as usize;
+        if id == b"data" {
+            return b[i + 8..i + 8 + len]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0)
+                .collect();
+        }
+        i += 8 + len + (len & 1);
+    }
+    panic!("{}: no data chunk", path.display());
+}
+
+/// Captions a file through the whole product path (GStreamer decode, worker, captioner), as fast
+/// as possible.
+pub fn caption_file(model: &str, path: &Path, settings: &StreamSettings) -> Vec<CaptionEvent> {
+    let mut events = Vec::new();
+    soustitre::run::caption_input(
+        &path.to_string_lossy(),
+        &DecodeSettings::default(),
+        engine(model),
+        settings,
+        "mix",
+        |e| events.push(e.clone()),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    events
+}
+
+/// WER (fraction) and reference word count of `events` against `reference`, scored by the
+/// corpus's `score/wer.py`.
+pub fn wer(reference: &Path, events: &[CaptionEvent]) -> (f64, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("hyp.jsonl");
+    let mut w = JsonlWriter::create(&log).unwrap();
+    for e in events {
+        w.write_event(e).unwrap();
+    }
+    w.flush().unwrap();
+    wer_files(&[(reference.to_path_buf(), log)])
+}
+
+/// Pooled WER over (reference, hypothesis file) pairs: (wer, errors, reference words).
+pub fn wer_files(pairs: &[(PathBuf, PathBuf)]) -> (f64, u64, u64) {
+    let mut cmd = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+    cmd.arg(shared().join("score/wer.py"));
+    for (r, h) in pairs {
+        cmd.arg(r).arg(h);
+    }
+    let out = cmd.output().expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "wer.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let line = text.lines().rev().find(|l| l.contains("(N=")).unwrap_or_else(|| panic!("wer.py: {text}"));
+    let num = |key: &str| -> u64 {
+        let i = line.find(key).unwrap() + key.len();
+        line[i..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+    };
+    let n = num("N=");
+    let errors = num("S=") + num("D=") + num("I=");
+    eprintln!("{}", text.trim());
+    (errors as f64 / n.max(1) as f64, errors, n)
+}
+
+/// The final events.
+pub fn finals(events: &[CaptionEvent]) -> Vec<&CaptionEvent> {
+    events.iter().filter(|e| e.is_final()).collect()
+}
+
+/// All words of all events with text.
+pub fn word_count(events: &[CaptionEvent]) -> usize {
+    events.iter().map(|e| e.text.split_whitespace().count()).sum()
+}
