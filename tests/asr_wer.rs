@@ -8,7 +8,10 @@ use common::*;
 use soustitre::stream::{LanguageSetting, StreamSettings};
 
 fn settings(lang: &str) -> StreamSettings {
-    StreamSettings { language: lang.parse::<LanguageSetting>().unwrap(), ..Default::default() }
+    StreamSettings {
+        language: lang.parse::<LanguageSetting>().unwrap(),
+        ..Default::default()
+    }
 }
 
 fn pooled(model: &str, lang: &str, files: &[&str]) -> f64 {
@@ -22,7 +25,11 @@ fn pooled(model: &str, lang: &str, files: &[&str]) -> f64 {
             w.write_event(e).unwrap();
         }
         w.flush().unwrap();
-        let reference = ["stm", "txt"].iter().map(|x| corpus(&format!("{f}.{x}"))).find(|p| p.exists()).unwrap();
+        let reference = ["stm", "txt"]
+            .iter()
+            .map(|x| corpus(&format!("{f}.{x}")))
+            .find(|p| p.exists())
+            .unwrap();
         pairs.push((reference, log));
     }
     wer_files(&pairs).0
@@ -30,7 +37,15 @@ fn pooled(model: &str, lang: &str, files: &[&str]) -> f64 {
 
 #[test]
 fn english_utterances_whisper_base() {
-    let wer = pooled("whisper-base", "en", &["utterances/synth/en_01", "utterances/synth/en_02", "utterances/synth/en_03"]);
+    let wer = pooled(
+        "whisper-base",
+        "en",
+        &[
+            "utterances/synth/en_01",
+            "utterances/synth/en_02",
+            "utterances/synth/en_03",
+        ],
+    );
     assert!(wer <= 0.10, "WER {:.1} %", wer * 100.0);
 }
 
@@ -42,8 +57,17 @@ fn english_meeting_whisper_base() {
 
 #[test]
 fn english_meeting_auto_language() {
-    let events = caption_file("whisper-base", &corpus("meetings/en_3spk/meeting.wav"), &settings("auto"));
-    assert!(finals(&events).iter().all(|e| e.language.as_deref() == Some("en")), "auto must lock on English");
+    let events = caption_file(
+        "whisper-base",
+        &corpus("meetings/en_3spk/meeting.wav"),
+        &settings("auto"),
+    );
+    assert!(
+        finals(&events)
+            .iter()
+            .all(|e| e.language.as_deref() == Some("en")),
+        "auto must lock on English"
+    );
     let (wer, _, _) = wer(&corpus("meetings/en_3spk/meeting.stm"), &events);
     assert!(wer <= 0.10, "WER {:.1} %", wer * 100.0);
 }
@@ -53,15 +77,26 @@ fn real_librivox_recordings() {
     let wer = pooled(
         "whisper-base",
         "en",
-        &["utterances/real/librivox_0870", "utterances/real/librivox_0880", "utterances/real/librivox_0890"],
+        &[
+            "utterances/real/librivox_0870",
+            "utterances/real/librivox_0880",
+            "utterances/real/librivox_0890",
+        ],
     );
     assert!(wer <= 0.10, "WER {:.1} %", wer * 100.0);
 }
 
 #[test]
 fn english_utterances_whisper_tiny_en() {
-    let wer =
-        pooled("whisper-tiny.en", "en", &["utterances/synth/en_01", "utterances/synth/en_02", "utterances/synth/en_03"]);
+    let wer = pooled(
+        "whisper-tiny.en",
+        "en",
+        &[
+            "utterances/synth/en_01",
+            "utterances/synth/en_02",
+            "utterances/synth/en_03",
+        ],
+    );
     assert!(wer <= 0.15, "WER {:.1} %", wer * 100.0);
 }
 
@@ -69,21 +104,37 @@ fn english_utterances_whisper_tiny_en() {
 fn french_utterances_are_transcribed_in_french() {
     // Whisper base is weak on synthetic French voices: the WER is reported, and the output must
     // at least be French text.
-    let files = ["utterances/synth/fr_01", "utterances/synth/fr_02", "utterances/synth/fr_03"];
+    let files = [
+        "utterances/synth/fr_01",
+        "utterances/synth/fr_02",
+        "utterances/synth/fr_03",
+    ];
     let wer = pooled("whisper-base", "fr", &files);
     eprintln!("French utterances, whisper-base: WER {:.1} %", wer * 100.0);
     for f in files {
-        let events = caption_file("whisper-base", &corpus(&format!("{f}.wav")), &settings("fr"));
+        let events = caption_file(
+            "whisper-base",
+            &corpus(&format!("{f}.wav")),
+            &settings("fr"),
+        );
         let fin = finals(&events);
         assert!(!fin.is_empty(), "{f}: no final");
         assert!(fin.iter().all(|e| e.language.as_deref() == Some("fr")));
     }
-    assert!(wer < 1.0, "French output unrelated to the reference: {:.1} %", wer * 100.0);
+    assert!(
+        wer < 1.0,
+        "French output unrelated to the reference: {:.1} %",
+        wer * 100.0
+    );
 }
 
 #[test]
 fn french_detected_with_auto_language() {
-    let events = caption_file("whisper-base", &corpus("utterances/synth/fr_01.wav"), &settings("auto"));
+    let events = caption_file(
+        "whisper-base",
+        &corpus("utterances/synth/fr_01.wav"),
+        &settings("auto"),
+    );
     let fin = finals(&events);
     assert!(!fin.is_empty());
     assert_eq!(fin[0].language.as_deref(), Some("fr"), "{:?}", fin[0].text);
@@ -91,10 +142,19 @@ fn french_detected_with_auto_language() {
 
 #[test]
 fn non_speech_gives_no_words() {
-    for f in ["nonspeech/silence_10s.wav", "nonspeech/white_noise_m50dBFS_10s.wav", "nonspeech/tone440_noise_10s.wav"] {
+    for f in [
+        "nonspeech/silence_10s.wav",
+        "nonspeech/white_noise_m50dBFS_10s.wav",
+        "nonspeech/tone440_noise_10s.wav",
+    ] {
         for lang in ["en", "auto"] {
             let events = caption_file("whisper-base", &corpus(f), &settings(lang));
-            assert_eq!(word_count(&events), 0, "{f} ({lang}): {:?}", events.iter().map(|e| &e.text).collect::<Vec<_>>());
+            assert_eq!(
+                word_count(&events),
+                0,
+                "{f} ({lang}): {:?}",
+                events.iter().map(|e| &e.text).collect::<Vec<_>>()
+            );
         }
     }
 }

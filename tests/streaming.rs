@@ -9,11 +9,18 @@ use soustitre::captions::{CaptionEvent, EventKind, validate_log};
 use soustitre::stream::{Captioner, LanguageSetting, StreamSettings};
 
 fn captioner(settings: StreamSettings) -> Captioner {
-    engine("whisper-base").captioner(settings, "mix", Box::new(|| 0.0)).unwrap()
+    engine("whisper-base")
+        .captioner(settings, "mix", Box::new(|| 0.0))
+        .unwrap()
 }
 
 /// Feeds `audio` in slices chosen by `sizes`; `busy` tells the captioner more input is pending.
-fn run(settings: &StreamSettings, audio: &[f32], mut sizes: impl FnMut() -> usize, busy: bool) -> Vec<CaptionEvent> {
+fn run(
+    settings: &StreamSettings,
+    audio: &[f32],
+    mut sizes: impl FnMut() -> usize,
+    busy: bool,
+) -> Vec<CaptionEvent> {
     let mut c = captioner(settings.clone());
     let mut out = Vec::new();
     let mut rest = audio;
@@ -26,61 +33,112 @@ fn run(settings: &StreamSettings, audio: &[f32], mut sizes: impl FnMut() -> usiz
     out
 }
 
+/// Text, start, end and words (text, start, end) of one final.
+type FinalView = (String, f64, f64, Vec<(String, f64, f64)>);
+
 /// What must not depend on slicing: text, times and words of every final.
-fn final_view(events: &[CaptionEvent]) -> Vec<(String, f64, f64, Vec<(String, f64, f64)>)> {
+fn final_view(events: &[CaptionEvent]) -> Vec<FinalView> {
     events
         .iter()
         .filter(|e| e.is_final())
-        .map(|e| (e.text.clone(), e.start, e.end, e.words.iter().map(|w| (w.w.clone(), w.start, w.end)).collect()))
+        .map(|e| {
+            (
+                e.text.clone(),
+                e.start,
+                e.end,
+                e.words
+                    .iter()
+                    .map(|w| (w.w.clone(), w.start, w.end))
+                    .collect(),
+            )
+        })
         .collect()
 }
 
 fn en() -> StreamSettings {
-    StreamSettings { language: LanguageSetting::Fixed("en".into()), ..Default::default() }
+    StreamSettings {
+        language: LanguageSetting::Fixed("en".into()),
+        ..Default::default()
+    }
 }
 
 #[test]
 fn finals_do_not_depend_on_slicing() {
     // shorter segments than the defaults so that forced cuts happen too
-    let settings = StreamSettings { max_segment_s: 6.0, long_segment_s: 4.0, ..en() };
+    let settings = StreamSettings {
+        max_segment_s: 6.0,
+        long_segment_s: 4.0,
+        ..en()
+    };
     let audio = read_wav(&corpus("meetings/en_3spk/meeting.wav"));
     let whole = run(&settings, &audio, || usize::MAX, true);
     let reference = final_view(&whole);
-    assert!(reference.len() >= 7, "expected several finals, got {}", reference.len());
+    assert!(
+        reference.len() >= 7,
+        "expected several finals, got {}",
+        reference.len()
+    );
     for seed in [7u64, 1234] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         // random slices, and optional work (partials, speculative finals) done whenever caught up
         let sliced = run(&settings, &audio, || rng.random_range(1..6000), false);
-        assert!(sliced.iter().any(|e| e.kind == EventKind::Partial), "seed {seed}: partials expected");
-        assert_eq!(final_view(&sliced), reference, "seed {seed}: finals differ from the whole-buffer run");
+        assert!(
+            sliced.iter().any(|e| e.kind == EventKind::Partial),
+            "seed {seed}: partials expected"
+        );
+        assert_eq!(
+            final_view(&sliced),
+            reference,
+            "seed {seed}: finals differ from the whole-buffer run"
+        );
     }
 }
 
 #[test]
 fn event_log_is_valid() {
-    for (file, duration) in [("meetings/en_3spk/meeting.wav", 49.227), ("utterances/real/librivox_0870.wav", 7.1)] {
+    for (file, duration) in [
+        ("meetings/en_3spk/meeting.wav", 49.227),
+        ("utterances/real/librivox_0870.wav", 7.1),
+    ] {
         let audio = read_wav(&corpus(file));
         // 20 ms buffers, always caught up: partials at every interval
         let events = run(&en(), &audio, || 320, false);
         let violations = validate_log(&events, duration);
         assert!(violations.is_empty(), "{file}: {violations:?}");
-        let partials: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Partial).collect();
+        let partials: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Partial)
+            .collect();
         assert!(!partials.is_empty(), "{file}: no partials");
         for p in &partials {
             assert!(!p.text.trim().is_empty());
-            assert!(p.text.starts_with(&p.stable_text), "stable text {:?} is not a prefix of {:?}", p.stable_text, p.text);
+            assert!(
+                p.text.starts_with(&p.stable_text),
+                "stable text {:?} is not a prefix of {:?}",
+                p.stable_text,
+                p.text
+            );
         }
         // seq strictly increasing, one final per segment, partials before their final
         assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
         let mut seen_final = std::collections::HashSet::new();
         for e in &events {
-            assert!(!seen_final.contains(&e.segment_id), "{file}: event after the final of {}", e.segment_id);
+            assert!(
+                !seen_final.contains(&e.segment_id),
+                "{file}: event after the final of {}",
+                e.segment_id
+            );
             if e.is_final() {
                 seen_final.insert(e.segment_id.clone());
             }
         }
-        let segments: std::collections::HashSet<_> = events.iter().map(|e| e.segment_id.clone()).collect();
-        assert_eq!(segments.len(), seen_final.len(), "{file}: a segment has no final");
+        let segments: std::collections::HashSet<_> =
+            events.iter().map(|e| e.segment_id.clone()).collect();
+        assert_eq!(
+            segments.len(),
+            seen_final.len(),
+            "{file}: a segment has no final"
+        );
     }
 }
 
@@ -91,7 +149,11 @@ fn stable_prefix_only_grows_within_a_segment() {
     let mut last: std::collections::HashMap<String, String> = Default::default();
     for e in events.iter().filter(|e| e.kind == EventKind::Partial) {
         let prev = last.entry(e.segment_id.clone()).or_default();
-        assert!(e.stable_text.starts_with(prev.as_str()), "stable text shrank: {prev:?} -> {:?}", e.stable_text);
+        assert!(
+            e.stable_text.starts_with(prev.as_str()),
+            "stable text shrank: {prev:?} -> {:?}",
+            e.stable_text
+        );
         *prev = e.stable_text.clone();
     }
 }
@@ -100,7 +162,10 @@ fn stable_prefix_only_grows_within_a_segment() {
 fn busy_captioner_skips_partials_but_keeps_finals() {
     let audio = read_wav(&corpus("utterances/synth/en_02.wav"));
     let busy = run(&en(), &audio, || 320, true);
-    assert!(busy.iter().all(|e| e.is_final()), "no optional work while input is pending");
+    assert!(
+        busy.iter().all(|e| e.is_final()),
+        "no optional work while input is pending"
+    );
     let calm = run(&en(), &audio, || 320, false);
     assert_eq!(final_view(&busy), final_view(&calm));
 }
@@ -108,7 +173,10 @@ fn busy_captioner_skips_partials_but_keeps_finals() {
 #[test]
 fn partials_off_gives_finals_only() {
     let audio = read_wav(&corpus("utterances/synth/en_01.wav"));
-    let s = StreamSettings { partials: false, ..en() };
+    let s = StreamSettings {
+        partials: false,
+        ..en()
+    };
     let events = run(&s, &audio, || 320, false);
     assert!(!events.is_empty());
     assert!(events.iter().all(|e| e.is_final()));
@@ -126,8 +194,16 @@ fn a_gap_closes_the_segment_and_shifts_time() {
     c.push(&audio[half..], true, &mut out).unwrap();
     c.finish(&mut out).unwrap();
     let fin = finals(&out);
-    assert!(fin.len() >= 2, "the gap must close the first segment: {:?}", fin.iter().map(|e| &e.text).collect::<Vec<_>>());
+    assert!(
+        fin.len() >= 2,
+        "the gap must close the first segment: {:?}",
+        fin.iter().map(|e| &e.text).collect::<Vec<_>>()
+    );
     let after = fin.last().unwrap();
-    assert!(after.start >= half as f64 / 16_000.0 + 2.0 - 0.3, "times after the gap include it: {}", after.start);
+    assert!(
+        after.start >= half as f64 / 16_000.0 + 2.0 - 0.3,
+        "times after the gap include it: {}",
+        after.start
+    );
     assert!(after.end <= audio.len() as f64 / 16_000.0 + 2.0 + 0.05);
 }

@@ -25,8 +25,14 @@ pub fn corpus(rel: &str) -> PathBuf {
 pub fn engine(model: &str) -> &'static Engine {
     static BASE: OnceLock<Engine> = OnceLock::new();
     static TINY: OnceLock<Engine> = OnceLock::new();
-    let cell = if model == "whisper-tiny.en" { &TINY } else { &BASE };
-    cell.get_or_init(|| Engine::prepare_default(model).expect("models and ONNX Runtime are set up (make setup)"))
+    let cell = if model == "whisper-tiny.en" {
+        &TINY
+    } else {
+        &BASE
+    };
+    cell.get_or_init(|| {
+        Engine::prepare_default(model).expect("models and ONNX Runtime are set up (make setup)")
+    })
 }
 
 /// Samples of a 16-bit PCM mono WAV file, as int16 / 32768.
@@ -85,11 +91,24 @@ pub fn wer_files(pairs: &[(PathBuf, PathBuf)]) -> (f64, u64, u64) {
     }
     let out = cmd.output().expect("python3 runs");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "wer.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    let line = text.lines().rev().find(|l| l.contains("(N=")).unwrap_or_else(|| panic!("wer.py: {text}"));
+    assert!(
+        out.status.success(),
+        "wer.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("(N="))
+        .unwrap_or_else(|| panic!("wer.py: {text}"));
     let num = |key: &str| -> u64 {
         let i = line.find(key).unwrap() + key.len();
-        line[i..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap()
+        line[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap()
     };
     let n = num("N=");
     let errors = num("S=") + num("D=") + num("I=");
@@ -104,5 +123,8 @@ pub fn finals(events: &[CaptionEvent]) -> Vec<&CaptionEvent> {
 
 /// All words of all events with text.
 pub fn word_count(events: &[CaptionEvent]) -> usize {
-    events.iter().map(|e| e.text.split_whitespace().count()).sum()
+    events
+        .iter()
+        .map(|e| e.text.split_whitespace().count())
+        .sum()
 }
