@@ -16,7 +16,7 @@ use crate::asr::{DecodeOptions, Language};
 use crate::captions::{CaptionEvent, JsonlWriter};
 use crate::engine::{DEFAULT_MODEL, Engine, EngineError};
 use crate::media::{AudioSource, DecodeSettings, MediaEvent};
-use crate::run::{RunError, caption_input, cpu_seconds, peak_rss_bytes};
+use crate::run::{RunError, caption_input, peak_rss_bytes};
 use crate::stream::{LanguageSetting, StreamSettings};
 use crate::vad::FRAME_SAMPLES;
 
@@ -547,7 +547,6 @@ pub fn offline_transcript(
         }
         start = end;
     }
-    let _ = cpu_seconds;
     Ok(texts.join(" "))
 }
 
@@ -569,28 +568,27 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// Runs a scorer script and returns its standard output.
+fn run_scorer(script: &Path, args: &[&std::ffi::OsStr]) -> Result<String, BenchError> {
+    let fail = |detail: String| BenchError::Scorer {
+        script: script.display().to_string(),
+        detail,
+    };
+    let out = Command::new(python())
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(stderr.lines().last().unwrap_or("failed").to_string()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
 fn score_wer(score_dir: &Path, reference: &Path, hyp: &Path) -> Result<WerCounts, BenchError> {
     let script = score_dir.join("wer.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(reference)
-        .arg(hyp)
-        .output()
-        .map_err(|e| BenchError::Scorer {
-            script: script.display().to_string(),
-            detail: e.to_string(),
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(BenchError::Scorer {
-            script: script.display().to_string(),
-            detail: String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("failed")
-                .to_string(),
-        });
-    }
+    let text = run_scorer(&script, &[reference.as_os_str(), hyp.as_os_str()])?;
     parse_wer_line(&text).ok_or_else(|| BenchError::Scorer {
         script: script.display().to_string(),
         detail: format!("unexpected output: {}", text.trim()),
@@ -618,27 +616,10 @@ fn parse_wer_line(text: &str) -> Option<WerCounts> {
 
 fn score_latency(score_dir: &Path, logs: &[PathBuf]) -> Result<serde_json::Value, BenchError> {
     let script = score_dir.join("latency.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .args(logs)
-        .arg("--json")
-        .output()
-        .map_err(|e| BenchError::Scorer {
-            script: script.display().to_string(),
-            detail: e.to_string(),
-        })?;
-    if !out.status.success() {
-        return Err(BenchError::Scorer {
-            script: script.display().to_string(),
-            detail: String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("failed")
-                .to_string(),
-        });
-    }
+    let mut args: Vec<&std::ffi::OsStr> = logs.iter().map(|p| p.as_os_str()).collect();
+    args.push(std::ffi::OsStr::new("--json"));
     // latency.py prints NaN for empty figures, which is not JSON
-    let text = String::from_utf8_lossy(&out.stdout).replace("NaN", "null");
+    let text = run_scorer(&script, &args)?.replace("NaN", "null");
     serde_json::from_str(&text).map_err(|e| BenchError::Scorer {
         script: script.display().to_string(),
         detail: e.to_string(),

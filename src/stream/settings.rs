@@ -207,15 +207,6 @@ impl StreamSettings {
                 format!("{} is above 2000", self.min_speech_ms),
             );
         }
-        if self.speech_pad_ms > 1_000 || self.speech_pad_ms >= self.endpoint_silence_ms {
-            return bad(
-                "speech_pad_ms",
-                format!(
-                    "{} must be at most 1000 and below endpoint_silence_ms",
-                    self.speech_pad_ms
-                ),
-            );
-        }
         if !(self.vad_threshold > 0.0 && self.vad_threshold < 1.0) {
             return bad(
                 "vad_threshold",
