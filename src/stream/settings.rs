@@ -29,7 +29,7 @@ pub const DEFAULT_VAD_RELEASE: f32 = 0.35;
 /// shown as stable (LocalAgreement-n).
 pub const DEFAULT_STABLE_AGREEMENT: u32 = 2;
 /// Default probability another language needs to replace the stream's locked language.
-pub const DEFAULT_LANGUAGE_SWITCH_CONFIDENCE: f32 = 0.9;
+pub const DEFAULT_LANGUAGE_SWITCH_CONFIDENCE: f32 = 0.7;
 
 /// Language setting of a stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
