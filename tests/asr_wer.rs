@@ -158,3 +158,51 @@ fn non_speech_gives_no_words() {
         }
     }
 }
+
+/// Seconds of reference speech (STM turns) covered by the finals' [start, end] spans.
+fn coverage(stm: &std::path::Path, events: &[soustitre::captions::CaptionEvent]) -> f64 {
+    let text = std::fs::read_to_string(stm).unwrap();
+    let turns: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| !l.starts_with(";;") && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[3].parse().unwrap(), f[4].parse().unwrap())
+        })
+        .collect();
+    let spans: Vec<(f64, f64)> = finals(events).iter().map(|e| (e.start, e.end)).collect();
+    let step = 0.01;
+    let (mut speech, mut covered) = (0.0, 0.0);
+    let mut t = 0.0;
+    let end = turns.iter().map(|x| x.1).fold(0.0, f64::max);
+    while t < end {
+        if turns.iter().any(|(a, b)| t >= *a && t < *b) {
+            speech += step;
+            // a final's span may start a little after the turn (word timing is estimated)
+            if spans.iter().any(|(a, b)| t >= a - 0.5 && t < b + 0.5) {
+                covered += step;
+            }
+        }
+        t += step;
+    }
+    covered / speech
+}
+
+#[test]
+fn meetings_lose_no_stretch_of_speech() {
+    // whatever the language mix, finals must cover the speech: a window the decoder loops on is
+    // split and decoded again rather than dropped
+    for m in ["en_3spk", "fr_3spk", "mix_enfr_3spk"] {
+        let events = caption_file(
+            "whisper-base",
+            &corpus(&format!("meetings/{m}/meeting.wav")),
+            &settings("auto"),
+        );
+        let c = coverage(&corpus(&format!("meetings/{m}/meeting.stm")), &events);
+        assert!(
+            c >= 0.9,
+            "{m}: finals cover {:.0} % of the reference speech",
+            c * 100.0
+        );
+    }
+}

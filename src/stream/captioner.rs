@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 
-use crate::asr::{AsrError, DecodeOptions, Decoded, Language, TIMESTAMP_STEP_S, Whisper};
+use crate::asr::{AsrError, DecodeOptions, Decoded, Guard, Language, TIMESTAMP_STEP_S, Whisper};
 use crate::captions::{CaptionEvent, EventKind, Word};
 use crate::onnx::OnnxError;
 use crate::vad::{FRAME_SAMPLES, SileroVad};
@@ -29,6 +29,10 @@ const SAMPLE_RATE: f64 = 16_000.0;
 const FRAME_S: f64 = FRAME_SAMPLES as f64 / SAMPLE_RATE;
 /// Window searched for the quietest frame at a forced cut, seconds before the cut.
 const CUT_SEARCH_S: f64 = 3.0;
+/// Shortest half when a looping final window is split, seconds.
+const MIN_SPLIT_S: f64 = 1.5;
+/// Deepest recursive split of a looping final window.
+const MAX_SPLIT_DEPTH: u32 = 3;
 /// The cut never falls in the last this-many seconds (the current word).
 const CUT_GUARD_S: f64 = 0.3;
 
@@ -463,69 +467,23 @@ impl Captioner {
         }
         let had_spec = seg.speculative.as_ref().is_some_and(|(e, _)| *e == end);
         let mut seg = seg;
-        let decoded = if had_spec {
+        let pre = if had_spec {
             self.stats.speculative_hits += 1;
-            seg.speculative.take().expect("checked").1
+            seg.speculative.take().map(|(_, d)| d)
         } else {
-            let opts = self.final_options();
-            let n = (end - seg.start) as usize;
-            let t = std::time::Instant::now();
-            let d = self.whisper.transcribe(&seg.audio[..n], &opts);
-            self.stats.asr_s += t.elapsed().as_secs_f64();
-            d?
+            None
         };
-        if !decoded.guards.is_empty() {
-            self.stats.guarded += 1;
-        }
-        let window_s = (end - seg.start) as f64 / SAMPLE_RATE;
-        if std::env::var("SOUSTITRE_DEBUG").is_ok() {
-            eprintln!(
-                "final [{:.2},{:.2}] spec={had_spec} guards={:?} pieces={:?}",
-                seg.start as f64 / 16000.0,
-                end as f64 / 16000.0,
-                decoded.guards,
-                decoded.pieces
-            );
-        }
-        let origin = seg.start as f64 / SAMPLE_RATE;
-        let n_frames = ((end - seg.start) as usize)
-            .div_ceil(FRAME_SAMPLES)
-            .min(seg.probs.len());
-        let voiced = voiced_spans(
+        let n = (end - seg.start) as usize;
+        let n_frames = n.div_ceil(FRAME_SAMPLES).min(seg.probs.len());
+        let (timed, language) = self.final_words(
+            &seg.audio[..n],
             &seg.probs[..n_frames],
-            self.settings.vad_release,
-            origin,
-            FRAME_S,
-        );
-        let speech_t0 = voiced.first().map_or(origin, |v| v.0);
-        let speech_t1 = (seg.last_voiced_end.min(end) as f64 / SAMPLE_RATE).max(speech_t0);
-        let mut timed: Vec<TimedWord> = Vec::new();
-        let mut prev_end: Option<f64> = None;
-        let n_pieces = decoded.pieces.len();
-        for (i, piece) in decoded.pieces.iter().enumerate() {
-            let words: Vec<&str> = piece.text.split_whitespace().collect();
-            let p0 = piece.start.map(|t| origin + (t as f64).min(window_s));
-            let p1 = piece.end.map(|t| origin + (t as f64).min(window_s));
-            let t0 = p0
-                .or(prev_end)
-                .unwrap_or(speech_t0)
-                .max(prev_end.unwrap_or(f64::MIN));
-            let t1 = match p1 {
-                Some(e) => e,
-                None if i + 1 == n_pieces => speech_t1,
-                None => t0 + (TIMESTAMP_STEP_S as f64),
-            }
-            .max(t0);
-            // keep the words on the voiced part of the piece
-            timed.extend(spread_words(
-                &words,
-                t0.max(speech_t0).min(t1),
-                t1.min(speech_t1).max(t0.max(speech_t0).min(t1)),
-                &voiced,
-            ));
-            prev_end = Some(t1);
-        }
-        if let Some(lang) = &decoded.language
+            seg.start,
+            seg.last_voiced_end.min(end),
+            pre,
+            0,
+        )?;
+        if let Some(lang) = &language
             && !timed.is_empty()
             && self.settings.language == LanguageSetting::Auto
         {
@@ -540,12 +498,104 @@ impl Captioner {
             .map(|w| w.text.as_str())
             .collect::<Vec<_>>()
             .join(" ");
-        let language = decoded.language.clone().or_else(|| Some("en".into()));
+        let language = language.or_else(|| Some("en".into()));
         let ev = self.make_event(EventKind::Final, timed, text, language);
         self.seg = None;
         self.stats.finals += 1;
         out.push(ev);
         Ok(())
+    }
+
+    /// Decodes a final window (or takes its early decode) and times its words. A window whose
+    /// text was dropped because the decoder looped (repetition or compression-ratio guard) is split at its quietest frame near
+    /// the middle and each half decoded on its own, down to [`MIN_SPLIT_S`]: shorter windows
+    /// rarely loop, and this loses less speech than dropping the whole window.
+    fn final_words(
+        &mut self,
+        audio: &[f32],
+        probs: &[f32],
+        start: u64,
+        last_voiced_end: u64,
+        pre: Option<Decoded>,
+        depth: u32,
+    ) -> Result<(Vec<TimedWord>, Option<String>), CaptionError> {
+        let decoded = match pre {
+            Some(d) => d,
+            None => {
+                let opts = self.final_options();
+                let t = std::time::Instant::now();
+                let d = self.whisper.transcribe(audio, &opts);
+                self.stats.asr_s += t.elapsed().as_secs_f64();
+                d?
+            }
+        };
+        if !decoded.guards.is_empty() {
+            self.stats.guarded += 1;
+        }
+        let window_s = audio.len() as f64 / SAMPLE_RATE;
+        // a loop the guard could cut keeps its text; a window whose text was dropped is split
+        let looped = decoded.text.is_empty()
+            && decoded
+                .guards
+                .iter()
+                .any(|g| matches!(g, Guard::RepetitionLoop | Guard::CompressionRatio));
+        if looped && depth < MAX_SPLIT_DEPTH && window_s >= 2.0 * MIN_SPLIT_S && probs.len() >= 4 {
+            let (lo, hi) = (
+                probs.len() / 4,
+                (3 * probs.len() / 4).max(probs.len() / 4 + 1),
+            );
+            let cut = (lo..hi)
+                .min_by(|a, b| probs[*a].total_cmp(&probs[*b]))
+                .unwrap_or(lo);
+            let cut_sample = cut * FRAME_SAMPLES;
+            let mid = start + cut_sample as u64;
+            let (mut left, left_lang) = self.final_words(
+                &audio[..cut_sample],
+                &probs[..cut],
+                start,
+                last_voiced_end.min(mid),
+                None,
+                depth + 1,
+            )?;
+            let (right, right_lang) = self.final_words(
+                &audio[cut_sample..],
+                &probs[cut..],
+                mid,
+                last_voiced_end.max(mid),
+                None,
+                depth + 1,
+            )?;
+            left.extend(right);
+            return Ok((left, right_lang.or(left_lang)));
+        }
+        let origin = start as f64 / SAMPLE_RATE;
+        let voiced = voiced_spans(probs, self.settings.vad_release, origin, FRAME_S);
+        let speech_t0 = voiced.first().map_or(origin, |v| v.0);
+        let speech_t1 = (last_voiced_end as f64 / SAMPLE_RATE).max(speech_t0);
+        let mut timed: Vec<TimedWord> = Vec::new();
+        let mut prev_end: Option<f64> = None;
+        let n_pieces = decoded.pieces.len();
+        for (i, piece) in decoded.pieces.iter().enumerate() {
+            let words: Vec<&str> = piece.text.split_whitespace().collect();
+            let p0 = piece.start.map(|t| origin + (t as f64).min(window_s));
+            let p1 = piece.end.map(|t| origin + (t as f64).min(window_s));
+            let t0 = p0
+                .or(prev_end)
+                .unwrap_or(speech_t0)
+                .max(prev_end.unwrap_or(f64::MIN));
+            let t1 = match p1 {
+                Some(e) => e,
+                None if i + 1 == n_pieces => speech_t1,
+                None => t0 + TIMESTAMP_STEP_S as f64,
+            }
+            .max(t0);
+            // keep the words on the voiced part of the piece
+            let a = t0.max(speech_t0).min(t1);
+            let b = t1.min(speech_t1).max(a);
+            timed.extend(spread_words(&words, a, b, &voiced));
+            prev_end = Some(t1);
+        }
+        Ok((timed, decoded.language))
     }
 
     /// Builds the next event of the open segment (allocating its id on first use).
