@@ -4,13 +4,17 @@
 //! `stream` (segmentation, partial/final policy) → `captions` (event model and renderings).
 
 pub mod asr;
+pub mod auth;
 pub mod bench;
 pub mod captions;
+pub mod config;
 pub mod engine;
+pub mod hub;
 pub mod media;
 pub mod models;
 pub mod onnx;
 pub mod paths;
+pub mod protocol;
 pub mod run;
 pub mod stream;
 pub mod vad;

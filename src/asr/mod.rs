@@ -14,7 +14,7 @@ pub use config::WhisperConfig;
 pub use mel::MelFrontend;
 pub use whisper::{
     CONTEXT_PAD_FRAMES, DecodeOptions, Decoded, Guard, Language, TIMESTAMP_STEP_S, TimedText,
-    Whisper, compression_ratio, repetition_cut,
+    Whisper, compression_ratio, repeated_ngram_cut, repetition_cut,
 };
 
 use crate::onnx::OnnxError;

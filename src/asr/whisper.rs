@@ -61,6 +61,11 @@ pub struct DecodeOptions {
     pub no_speech_threshold: f32,
     /// Average log-probability below which a high no-speech probability means silence.
     pub logprob_threshold: f32,
+    /// Token budget per second of audio (plus a small constant).
+    pub tokens_per_second: f32,
+    /// Stop when the last `n` tokens already occurred earlier in the text (and drop them):
+    /// on audio cut mid-speech the decoder tends to start the utterance over. `None`: off.
+    pub stop_on_repeated_ngram: Option<usize>,
 }
 
 impl Default for DecodeOptions {
@@ -72,6 +77,8 @@ impl Default for DecodeOptions {
             compression_ratio_threshold: 2.4,
             no_speech_threshold: 0.6,
             logprob_threshold: -1.0,
+            tokens_per_second: TOKENS_PER_SECOND,
+            stop_on_repeated_ngram: None,
         }
     }
 }
@@ -244,8 +251,10 @@ impl Whisper {
         prompt.extend_from_slice(&opts.prefix);
 
         let audio_s = audio.len() as f32 / 16_000.0;
-        let budget = ((audio_s * TOKENS_PER_SECOND) as usize + TOKENS_BASE + opts.prefix.len())
-            .min(self.config.n_text_ctx.saturating_sub(prompt.len() + 1));
+        let budget = ((audio_s * opts.tokens_per_second.max(1.0)) as usize
+            + TOKENS_BASE
+            + opts.prefix.len())
+        .min(self.config.n_text_ctx.saturating_sub(prompt.len() + 1));
         let max_ts_steps = (audio_s / TIMESTAMP_STEP_S).ceil() as u32;
 
         let mut guards = Vec::new();
@@ -301,6 +310,14 @@ impl Whisper {
             generated.push(tok);
             if let Some(cut) = repetition_cut(&generated[opts.prefix.len()..]) {
                 generated.truncate(opts.prefix.len() + cut);
+                guards.push(Guard::RepetitionLoop);
+                break;
+            }
+            if let Some(n) = opts.stop_on_repeated_ngram
+                && let Some(cut) = repeated_ngram_cut(&generated, n)
+                && cut >= opts.prefix.len()
+            {
+                generated.truncate(cut);
                 guards.push(Guard::RepetitionLoop);
                 break;
             }
@@ -617,6 +634,21 @@ pub fn repetition_cut(seq: &[u32]) -> Option<usize> {
     None
 }
 
+/// If the last `n` tokens of `seq` already occur earlier in it, the length to keep (without
+/// them).
+pub fn repeated_ngram_cut(seq: &[u32], n: usize) -> Option<usize> {
+    let len = seq.len();
+    if n == 0 || len <= n {
+        return None;
+    }
+    let tail = &seq[len - n..];
+    seq[..len - 1]
+        .windows(n)
+        .take(len - n)
+        .any(|w| w == tail)
+        .then_some(len - n)
+}
+
 /// Length of `text` divided by its zlib-compressed length (whisper's loop detector).
 pub fn compression_ratio(text: &str) -> f32 {
     if text.len() < 24 {
@@ -644,6 +676,16 @@ mod tests {
         assert_eq!(repetition_cut(&[7, 7, 7, 7]), Some(1));
         assert_eq!(repetition_cut(&[5, 6, 5, 6]), None);
         assert_eq!(repetition_cut(&[5, 6, 5, 6, 5, 6]), Some(2));
+    }
+
+    #[test]
+    fn restarts_are_cut() {
+        // "a b c d x a b c d": the second "a b c d" is dropped
+        assert_eq!(repeated_ngram_cut(&[1, 2, 3, 4, 9, 1, 2, 3, 4], 4), Some(5));
+        assert_eq!(repeated_ngram_cut(&[1, 2, 3, 4, 9, 1, 2, 3, 5], 4), None);
+        assert_eq!(repeated_ngram_cut(&[1, 2, 3], 4), None);
+        // overlapping repeats of a short unit count too
+        assert_eq!(repeated_ngram_cut(&[7, 7, 7, 7, 7], 4), Some(1));
     }
 
     #[test]

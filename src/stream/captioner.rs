@@ -11,7 +11,7 @@
 //! * partial: `partial_interval_ms` cadence + one decode of the segment so far (≈ 0.1–0.4 s for
 //!   whisper-base on one core), skipped while behind;
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
-//!   as `speech_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
+//!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s.
 
 use std::collections::VecDeque;
@@ -29,6 +29,12 @@ const SAMPLE_RATE: f64 = 16_000.0;
 const FRAME_S: f64 = FRAME_SAMPLES as f64 / SAMPLE_RATE;
 /// Window searched for the quietest frame at a forced cut, seconds before the cut.
 const CUT_SEARCH_S: f64 = 3.0;
+/// Token budget of a partial decode per second of audio (speech runs at 3-5 tokens/s; the
+/// decoder's own budget is wider for finals).
+const PARTIAL_TOKENS_PER_SECOND: f32 = 6.0;
+/// A partial hypothesis stops when its last this-many tokens already occurred in it: on audio
+/// cut mid-speech Whisper tends to start the utterance over.
+const PARTIAL_REPEAT_NGRAM: usize = 4;
 /// Shortest half when a looping final window is split, seconds.
 const MIN_SPLIT_S: f64 = 1.5;
 /// Deepest recursive split of a looping final window.
@@ -199,7 +205,7 @@ impl Captioner {
             self.on_frame(&frame, false, out)?;
         }
         if let Some(seg) = self.seg.take() {
-            let pad = ms_to_samples(self.settings.speech_pad_ms);
+            let pad = ms_to_samples(self.settings.speech_end_pad_ms);
             let end = (seg.last_voiced_end + pad).min(seg.end());
             self.finalize(seg, end, out)?;
         }
@@ -234,7 +240,7 @@ impl Captioner {
         let frame_start = self.pos;
         self.pos += FRAME_SAMPLES as u64;
         let s = &self.settings;
-        let pad = ms_to_samples(s.speech_pad_ms);
+        let pad = ms_to_samples(s.speech_end_pad_ms);
 
         let Some(seg) = self.seg.as_mut() else {
             if p >= s.vad_threshold {
@@ -375,6 +381,8 @@ impl Captioner {
             language,
             timestamps: false,
             prefix: seg.agreement.stable().to_vec(),
+            tokens_per_second: PARTIAL_TOKENS_PER_SECOND,
+            stop_on_repeated_ngram: Some(PARTIAL_REPEAT_NGRAM),
             ..Default::default()
         };
         let t = std::time::Instant::now();
@@ -388,7 +396,20 @@ impl Captioner {
         let seg = self.seg.as_mut().expect("segment is open");
         seg.agreement
             .update(&d.text_tokens, |t| whisper.starts_word(t));
-        let text = d.text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut words: Vec<&str> = d.text.split_whitespace().collect();
+        // while the speaker is mid-word the last decoded word is a guess: hold it back
+        let stable_words = whisper
+            .decode_text(seg.agreement.stable())?
+            .split_whitespace()
+            .count();
+        let speaking = seg
+            .probs
+            .last()
+            .is_some_and(|p| *p >= self.settings.vad_threshold);
+        if speaking && words.len() > stable_words.max(1) {
+            words.pop();
+        }
+        let text = words.join(" ");
         if text.is_empty() || text == seg.last_partial_text {
             return Ok(());
         }

@@ -19,8 +19,11 @@ pub const DEFAULT_LONG_SEGMENT_S: f32 = 6.0;
 pub const DEFAULT_LONG_SEGMENT_ENDPOINT_MS: u32 = 300;
 /// Default shortest speech (voiced time) that is decoded at all, in ms.
 pub const DEFAULT_MIN_SPEECH_MS: u32 = 250;
-/// Default audio kept before speech onset and after speech end, in ms.
+/// Default audio kept before speech onset, in ms.
 pub const DEFAULT_SPEECH_PAD_MS: u32 = 200;
+/// Default audio kept after the last voiced frame, in ms (the VAD already releases a little
+/// after the speech; the recognizer adds its own trailing silence).
+pub const DEFAULT_SPEECH_END_PAD_MS: u32 = 96;
 /// Default VAD probability that starts speech.
 pub const DEFAULT_VAD_THRESHOLD: f32 = 0.5;
 /// Default VAD probability under which a frame counts as silence inside speech.
@@ -104,8 +107,11 @@ pub struct StreamSettings {
     pub max_segment_s: f32,
     /// Voiced time below which a segment is dropped as a noise blip.
     pub min_speech_ms: u32,
-    /// Audio kept before speech onset and after speech end (helps the first and last words).
+    /// Audio kept before speech onset (helps the first word).
     pub speech_pad_ms: u32,
+    /// Audio kept after the last voiced frame. The final's decode starts once this much silence
+    /// is in, so it must stay below the endpoint silences.
+    pub speech_end_pad_ms: u32,
     /// VAD probability that starts speech.
     pub vad_threshold: f32,
     /// VAD probability under which a frame inside speech counts as silence.
@@ -130,6 +136,7 @@ impl Default for StreamSettings {
             long_segment_endpoint_ms: DEFAULT_LONG_SEGMENT_ENDPOINT_MS,
             min_speech_ms: DEFAULT_MIN_SPEECH_MS,
             speech_pad_ms: DEFAULT_SPEECH_PAD_MS,
+            speech_end_pad_ms: DEFAULT_SPEECH_END_PAD_MS,
             vad_threshold: DEFAULT_VAD_THRESHOLD,
             vad_release: DEFAULT_VAD_RELEASE,
             stable_agreement: DEFAULT_STABLE_AGREEMENT,
@@ -163,12 +170,18 @@ impl StreamSettings {
                 format!("{} is outside 100..=5000", self.endpoint_silence_ms),
             );
         }
-        if self.speech_pad_ms > 1_000 || self.speech_pad_ms >= self.endpoint_silence_ms {
+        if self.speech_pad_ms > 1_000 {
             return bad(
                 "speech_pad_ms",
+                format!("{} is above 1000", self.speech_pad_ms),
+            );
+        }
+        if self.speech_end_pad_ms >= self.long_segment_endpoint_ms.min(self.endpoint_silence_ms) {
+            return bad(
+                "speech_end_pad_ms",
                 format!(
-                    "{} must be at most 1000 and below endpoint_silence_ms",
-                    self.speech_pad_ms
+                    "{} must be below endpoint_silence_ms and long_segment_endpoint_ms",
+                    self.speech_end_pad_ms
                 ),
             );
         }
@@ -190,13 +203,13 @@ impl StreamSettings {
                 format!("{} must be in 1..=max_segment_s", self.long_segment_s),
             );
         }
-        if self.long_segment_endpoint_ms <= self.speech_pad_ms
+        if self.long_segment_endpoint_ms < 100
             || self.long_segment_endpoint_ms > self.endpoint_silence_ms
         {
             return bad(
                 "long_segment_endpoint_ms",
                 format!(
-                    "{} must be above speech_pad_ms and at most endpoint_silence_ms",
+                    "{} must be in 100..=endpoint_silence_ms",
                     self.long_segment_endpoint_ms
                 ),
             );
@@ -262,10 +275,15 @@ mod tests {
         };
         assert_eq!(s.validate().unwrap_err().field, "max_segment_s");
         let s = StreamSettings {
-            speech_pad_ms: 600,
+            speech_pad_ms: 1600,
             ..Default::default()
         };
         assert_eq!(s.validate().unwrap_err().field, "speech_pad_ms");
+        let s = StreamSettings {
+            speech_end_pad_ms: 300,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "speech_end_pad_ms");
     }
 
     #[test]
