@@ -250,7 +250,7 @@ pub struct RoomFile {
 }
 
 /// A `[[rooms.sources]]` entry: one captioned track.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// Track id, unique in the room (`[A-Za-z0-9._-]`).
@@ -637,7 +637,8 @@ fn resolve(
     if let Some(a) = cli.admin_listen {
         admin_listen = a;
     }
-    if admin_listen == server.listen {
+    // port 0 asks the system for a free port: two such listeners never collide
+    if admin_listen == server.listen && admin_listen.port() != 0 {
         return Err(ConfigError::invalid(
             "admin.listen",
             format!("{admin_listen} is also server.listen; the operator API needs its own address"),

@@ -16,5 +16,6 @@ pub mod onnx;
 pub mod paths;
 pub mod protocol;
 pub mod run;
+pub mod server;
 pub mod stream;
 pub mod vad;

@@ -34,6 +34,28 @@ enum Command {
     Models(ModelsCommand),
     /// Run every file with references in a corpus directory and print WER, latency and cost.
     Bench(soustitre::bench::BenchArgs),
+    /// Run the caption service: rooms, caption WebSockets, viewer, operator API.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Service configuration file (TOML; see soustitre.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Also open a `demo` room captioning the dev corpus meeting's three speaker tracks in a loop,
+    /// and print a viewer URL with a token (a random HS256 secret is made if none is set).
+    #[arg(long)]
+    demo: bool,
+    /// Public listener (caption WebSockets, viewer, exports), IP:port.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Operator listener (room API, metrics), IP:port.
+    #[arg(long)]
+    admin_listen: Option<std::net::SocketAddr>,
+    /// Directory for room logs.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Transcribe(args) => transcribe(args),
         Command::Models(cmd) => models(cmd),
+        Command::Serve(args) => serve(args),
         Command::Bench(args) => {
             let report = soustitre::bench::run(&args)?;
             println!("{}", report.table());
@@ -335,4 +358,98 @@ fn models(cmd: ModelsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .context("cannot read /dev/urandom")?;
+    Ok(hex::encode(buf))
+}
+
+/// The HS256 key, when tokens are HS256 (for minting viewer tokens).
+fn hs256_key(auth: &soustitre::auth::AuthSettings) -> Option<Vec<u8>> {
+    if auth.algorithm != soustitre::auth::JwtAlgorithm::HS256 {
+        return None;
+    }
+    if let Some(s) = &auth.hs256_secret {
+        return Some(s.expose().as_bytes().to_vec());
+    }
+    let text = std::fs::read_to_string(auth.secret_file.as_ref()?).ok()?;
+    Some(text.trim_end().as_bytes().to_vec())
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    use soustitre::config::{CliOverrides, ENV_JWT_SECRET, ServiceConfig, process_env};
+    let mut env = process_env();
+    let has_key =
+        |env: &soustitre::config::Env| env.get(ENV_JWT_SECRET).is_some_and(|v| !v.is_empty());
+    if args.demo && !has_key(&env) {
+        // a demo without a configured key gets a fresh one for this run (the file's key wins)
+        let file_has_key = match &args.config {
+            Some(p) => std::fs::read_to_string(p)
+                .map(|t| {
+                    t.contains("hs256_secret")
+                        || t.contains("secret_file")
+                        || t.contains("public_key")
+                })
+                .unwrap_or(false),
+            None => false,
+        };
+        if !file_has_key {
+            env.insert(ENV_JWT_SECRET.to_string(), random_hex(32)?);
+        }
+    }
+    let cli = CliOverrides {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        data_dir: args.data_dir.clone(),
+    };
+    let mut config = ServiceConfig::load_with(args.config.as_deref(), &env, &cli)?;
+    if args.demo {
+        let corpus = soustitre::server::default_corpus()
+            .context("--demo needs the dev corpus at ../shared/corpus/dev beside the checkout")?;
+        if !config.rooms.iter().any(|r| r.id == "demo") {
+            config.rooms.push(soustitre::server::demo_room(&corpus));
+        }
+    }
+    let mint = hs256_key(&config.auth);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("soustitre-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let service = soustitre::server::Service::start(config, mint.clone(), args.demo).await?;
+        println!("listening on http://{}", service.public_addr);
+        println!("admin on http://{}", service.admin_addr);
+        if args.demo {
+            match &mint {
+                Some(key) => {
+                    let claims = soustitre::auth::Claims::expiring_in("demo", 12 * 3600);
+                    let token = soustitre::auth::mint_hs256(key, &claims)?;
+                    println!(
+                        "viewer: http://{}/viewer/?room=demo&token={token}",
+                        service.public_addr
+                    );
+                }
+                None => println!(
+                    "viewer: http://{}/viewer/?room=demo&token=<a token for room demo>",
+                    service.public_addr
+                ),
+            }
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("stopping: flushing the rooms' last finals");
+        service.shutdown().await;
+        Ok::<(), anyhow::Error>(())
+    })
 }
