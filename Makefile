@@ -15,7 +15,9 @@ CARGO ?= cargo
 CARGO_FLAGS ?= --release --locked
 BIN := target/release/soustitre
 
-# `make run` plays this recording in real time; override e.g. `make run DEMO=x.wav ARGS='--lang fr'`.
+# `make transcribe-demo` plays this recording in real time; e.g. `make transcribe-demo DEMO=x.wav ARGS='--lang fr'`.
+# `make run` serves the demo room; e.g. `make run SERVE_ARGS='--listen 0.0.0.0:8080'`.
+SERVE_ARGS ?=
 DEMO ?= ../shared/corpus/dev/meetings/en_3spk/meeting.wav
 ARGS ?= --realtime --lang en --events out/demo.jsonl --vtt out/demo.vtt
 BENCH_CORPUS ?= ../shared/corpus/dev
@@ -31,6 +33,7 @@ MODELS_STAMP := models/cache/.fetch-stamp
 MIRROR := $(or $(SOUSTITRE_MODEL_MIRROR),../shared/models)
 MODEL_MANIFEST := $(if $(filter /%,$(MIRROR)),$(MIRROR),$(ROOT)/$(MIRROR))/MANIFEST.toml
 
+.PHONY: transcribe-demo bench-fanout
 .PHONY: help setup system models build run test lint fmt bench clean distclean FORCE
 
 help: ## list the targets
@@ -58,7 +61,10 @@ models: build ## fetch all model bundles again from the mirror, checking every s
 	cd $(ROOT) && $(BIN) models fetch --all
 	mkdir -p $(ROOT)/$(@D) && touch $(ROOT)/$(MODELS_STAMP)
 
-run: setup ## transcribe DEMO in real time (ARGS='...' to change the options)
+run: setup ## start the caption service with a demo room and print its viewer URL (Ctrl-C stops)
+	cd $(ROOT) && $(BIN) serve --demo $(SERVE_ARGS)
+
+transcribe-demo: setup ## caption DEMO in real time on the terminal (ARGS='...' to change the options)
 	cd $(ROOT) && mkdir -p out && $(BIN) transcribe $(DEMO) $(ARGS)
 
 # Tests build in release (the inference-heavy ones crawl in debug), so they share target/release
@@ -81,6 +87,9 @@ fmt: ## format the sources in place
 
 bench: setup ## benchmark on the dev corpus, writes out/bench.json
 	cd $(ROOT) && mkdir -p out && $(BIN) bench $(BENCH_CORPUS) $(BENCH_ARGS)
+
+bench-fanout: setup ## caption delivery benchmark (100 rooms x 100 clients), writes out/fanout.json
+	cd $(ROOT) && mkdir -p out && $(BIN) bench-fanout --json out/fanout.json $(FANOUT_ARGS)
 
 clean: ## remove build outputs (target/, out/)
 	cd $(ROOT) && $(CARGO) clean && rm -rf out
