@@ -4,7 +4,8 @@
 # Idempotent: every step checks first and only does what is missing, saying what it does.
 #
 #   scripts/setup.sh              all steps: --rust --system --ort --python
-#   scripts/setup.sh --system     Debian packages (GStreamer 1.22 -dev + plugins, pkg-config, pip)
+#   scripts/setup.sh --system     Debian packages (GStreamer 1.22 -dev + plugins, pkg-config, pip,
+#                                 chromium + chromium-driver for the browser test)
 #   scripts/setup.sh --ort        ONNX Runtime C library -> .local/lib/libonnxruntime.so
 #   scripts/setup.sh --python     numpy + num2words for the scorers in ../shared/score
 #   scripts/setup.sh --rust       check that cargo (Rust >= 1.95) is there
@@ -25,8 +26,9 @@ BUILD_PKGS=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
 # bad (webrtcbin), libav (MP3/AAC/MP4 decoding), nice (ICE for webrtcbin).
 RUNTIME_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-libav gstreamer1.0-nice)
-# Developer tools: gst-launch-1.0 / gst-inspect-1.0 for debugging pipelines by hand.
-DEV_PKGS=(gstreamer1.0-tools)
+# Developer and test tools: gst-launch-1.0 / gst-inspect-1.0 for debugging pipelines by hand;
+# Chromium and its WebDriver for the viewer page's real-browser test (tests/viewer_browser.rs).
+DEV_PKGS=(gstreamer1.0-tools chromium chromium-driver)
 
 # ONNX Runtime C library, taken from the PyPI wheel (see ../shared/STACK.md). The `ort` crate's
 # `api-31` feature needs a library of minor version >= 31. The wheel is pinned to one platform

@@ -84,6 +84,7 @@
       st_connected: "Connected: live captions",
       st_captions_off: "Connected: captions off",
       st_reconnecting: "Connection lost: reconnecting in {s} s…",
+      st_unreachable: "Cannot reach the captions (service down, or the link has expired): retrying in {s} s…",
       st_params: "This link is incomplete: it needs a room and a token.",
       st_auth: "Access refused or expired: ask the organiser for a new link.",
       gap: "[audio lost]",
@@ -127,6 +128,7 @@
       st_connected: "Connecté : sous-titres en direct",
       st_captions_off: "Connecté : sous-titres désactivés",
       st_reconnecting: "Connexion perdue : nouvelle tentative dans {s} s…",
+      st_unreachable: "Sous-titres injoignables (service arrêté, ou lien expiré) : nouvelle tentative dans {s} s…",
       st_params: "Ce lien est incomplet : il lui faut une salle (room) et un jeton (token).",
       st_auth: "Accès refusé ou expiré : demandez un nouveau lien à l’organisateur.",
       gap: "[audio perdu]",
@@ -340,8 +342,11 @@
     let state = st.conn;
     let text;
     if (st.conn === "failed") text = t(st.failure);
-    else if (st.conn === "reconnecting") text = t("st_reconnecting", { s: Math.max(1, Math.ceil((st.retryAt - Date.now()) / 1000)) });
-    else if (st.conn === "connecting") text = t("st_connecting");
+    else if (st.conn === "reconnecting") {
+      // several attempts in a row refused before the upgrade: a refused token looks just the same
+      const key = st.failedOpens >= 3 ? "st_unreachable" : "st_reconnecting";
+      text = t(key, { s: Math.max(1, Math.ceil((st.retryAt - Date.now()) / 1000)) });
+    } else if (st.conn === "connecting") text = t("st_connecting");
     else if (!st.captionsOn) [state, text] = ["captions-off", t("st_captions_off")];
     else text = t("st_connected");
     el.status.dataset.state = state;

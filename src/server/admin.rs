@@ -187,6 +187,21 @@ async fn token(
     }
 }
 
+/// A room metric: name, type, help, value.
+type RoomMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&super::RoomInfo) -> f64,
+);
+/// A track metric: name, type, help, value (absent: not reported).
+type TrackMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&super::room::TrackInfo) -> Option<f64>,
+);
+
 /// Prometheus text format.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let rooms: Vec<_> = state
@@ -205,7 +220,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     };
     family("rooms", "gauge", "Rooms open.");
     let _ = writeln!(m, "soustitre_rooms {}", rooms.len());
-    let room_metrics: [(&str, &str, &str, fn(&super::RoomInfo) -> f64); 6] = [
+    let room_metrics: [RoomMetric; 6] = [
         (
             "room_subscribers",
             "gauge",
@@ -252,7 +267,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(m, "soustitre_{name}{{room=\"{}\"}} {}", r.id, f(r));
         }
     }
-    let track_metrics: [(&str, &str, &str, fn(&super::room::TrackInfo) -> Option<f64>); 6] = [
+    let track_metrics: [TrackMetric; 6] = [
         ("track_finals_total", "counter", "Finals emitted.", |t| {
             Some(t.stats.finals as f64)
         }),

@@ -80,7 +80,7 @@ fn authorize(
     headers: &HeaderMap,
     query: Option<&str>,
     room: &str,
-) -> Result<Subscriber, Response> {
+) -> Result<Subscriber, AuthError> {
     let pairs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")))
@@ -90,18 +90,18 @@ fn authorize(
     state
         .verifier
         .authorize(token.as_ref().map(|t| t.token.as_ref()), origin, room)
-        .map_err(|e| refuse(&e))
 }
 
-fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, Response> {
+fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
     let Some(q) = query else { return Ok(None) };
     for pair in q.split('&') {
         if let Some((k, v)) = pair.split_once('=')
             && k == key
         {
-            return v.parse::<u64>().map(Some).map_err(|_| {
-                (StatusCode::BAD_REQUEST, format!("`{key}` must be a number")).into_response()
-            });
+            return v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| format!("`{key}` must be a number"));
         }
     }
     Ok(None)
@@ -116,11 +116,11 @@ async fn ws_upgrade(
 ) -> Response {
     let subscriber = match authorize(&state, &headers, query.as_deref(), &room) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(e) => return refuse(&e),
     };
     let resume_from = match query_u64(query.as_deref(), RESUME_QUERY_PARAM) {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(msg) => return (StatusCode::BAD_REQUEST, msg).into_response(),
     };
     let Some(r) = state.room(&room).await else {
         return (StatusCode::NOT_FOUND, "no such room").into_response();
@@ -165,8 +165,8 @@ async fn export(
         )
             .into_response();
     }
-    if let Err(resp) = authorize(&state, &headers, query.as_deref(), &room) {
-        return resp;
+    if let Err(e) = authorize(&state, &headers, query.as_deref(), &room) {
+        return refuse(&e);
     }
     let Some(r) = state.room(&room).await else {
         return (StatusCode::NOT_FOUND, "no such room").into_response();
@@ -204,7 +204,7 @@ async fn export(
 /// The finals of a room log, with speaker names.
 #[derive(Debug, Default)]
 pub struct Transcript {
-    /// Room seq and final event, in seq order (latest revision per segment).
+    /// Room seq and final event, in seq order.
     pub finals: Vec<(u64, CaptionEvent)>,
 }
 
@@ -212,20 +212,15 @@ impl Transcript {
     /// Reads a room log (JSONL of room messages); unreadable lines are skipped with a warning.
     pub fn from_log(text: &str) -> Transcript {
         let mut names: BTreeMap<String, String> = BTreeMap::new();
-        let mut finals: BTreeMap<(String, String), (u64, CaptionEvent)> = BTreeMap::new();
+        // one final per segment: each final is its own entry, in room seq order
+        let mut finals: Vec<(u64, CaptionEvent)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             match serde_json::from_str::<ServerMessage>(line) {
                 Ok(ServerMessage::Caption(c)) if c.event.is_final() => {
-                    let key = (c.event.track.clone(), c.event.segment_id.clone());
-                    match finals.get(&key) {
-                        Some((_, old)) if old.revision >= c.event.revision => {}
-                        _ => {
-                            finals.insert(key, (c.seq, c.event));
-                        }
-                    }
+                    finals.push((c.seq, c.event))
                 }
                 Ok(ServerMessage::Participants(p)) => {
                     for x in p.participants {
@@ -236,10 +231,7 @@ impl Transcript {
                 Err(e) => tracing::warn!("room log line {}: {e}", i + 1),
             }
         }
-        let mut finals: Vec<(u64, CaptionEvent)> = finals
-            .into_values()
-            .filter(|(_, e)| !e.text.is_empty())
-            .collect();
+        finals.retain(|(_, e)| !e.text.is_empty());
         for (_, e) in finals.iter_mut() {
             if e.speaker.is_none() {
                 e.speaker = names.get(&e.track).cloned();

@@ -176,8 +176,14 @@ fn run(
         }
     };
     let speaker = spec.name.clone().or_else(|| spec.participant.clone());
+    // segment ids restart with each captioner: prefix them with this run's start time so that
+    // ids stay unique in the room's log across service restarts
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let publish = |out: &mut Vec<CaptionEvent>, stats: &Mutex<TrackStats>| {
         for mut ev in out.drain(..) {
+            ev.segment_id = format!("{run_id:x}-{}", ev.segment_id);
             if ev.speaker.is_none() {
                 ev.speaker = speaker.clone();
             }
