@@ -33,7 +33,7 @@ use crate::stream::StreamSettings;
 
 pub use room::{Room, RoomError, RoomInfo};
 pub use source::{TrackState, TrackStats};
-pub use ws::client_loop;
+pub use ws::{ClientLimits, client_loop};
 
 /// Errors that stop the service from starting.
 #[derive(Debug, thiserror::Error)]
@@ -165,10 +165,18 @@ impl Service {
                      router: axum::Router,
                      mut rx: tokio::sync::watch::Receiver<bool>| {
             tokio::spawn(async move {
+                use axum::serve::ListenerExt as _;
                 let app = router.into_make_service_with_connect_info::<SocketAddr>();
                 let stop = async move {
                     let _ = rx.wait_for(|v| *v).await;
                 };
+                // No Nagle: a caption written while the client's delayed ACK of the previous one
+                // is pending would otherwise wait for that ACK (tens of ms).
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    }
+                });
                 if let Err(e) = axum::serve(listener, app)
                     .with_graceful_shutdown(stop)
                     .await

@@ -4,7 +4,9 @@
 //! Written over any `Sink + Stream` of WebSocket messages so it can be driven by in-memory
 //! channels in tests as well as by a real socket.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
