@@ -307,6 +307,7 @@ async fn read_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publisher_and_resuming_subscribers_miss_and_repeat_nothing() {
     const FINALS: usize = 240;
+    const END: &str = "end";
     let dir = tempfile::tempdir().unwrap();
     let s = HubSettings {
         queue_capacity: 1024,
@@ -350,13 +351,25 @@ async fn concurrent_publisher_and_resuming_subscribers_miss_and_repeat_nothing()
                 ..SubscriberOptions::default()
             };
             let sub = hub.subscribe(options).await.unwrap();
-            let reader = tokio::spawn(read_until(sub, seg(FINALS - 1), resume_from.is_some()));
+            let reader = tokio::spawn(read_until(sub, END.into(), resume_from.is_some()));
             readers.push((resume_from, reader));
         }
     }
-    let finals = tokio::task::spawn_blocking(move || publisher.join().unwrap())
-        .await
-        .unwrap();
+    // The readers stop at a final published only once every subscription above exists (the
+    // channel closes when the publisher is done, after the last subscribe returned). Stopping
+    // at the publisher's own last final (`seg(FINALS - 1)`) raced: after the last checkpoint
+    // the publisher goes on with 9 more segments while the 2 resuming subscriptions replay
+    // from disk, so the live subscriber could join after that final (hello `last_seq` = the
+    // room's last seq), correctly receive nothing, and wait forever for it. Every reader still
+    // has to get exactly the finals after its start, the end marker included.
+    let hub_end = hub.clone();
+    let finals = tokio::task::spawn_blocking(move || {
+        let mut finals = publisher.join().unwrap();
+        finals.push(hub_end.publish(fin("a", END)).unwrap());
+        finals
+    })
+    .await
+    .unwrap();
     assert_eq!(readers.len(), 36);
     for (resume_from, reader) in readers {
         let (got, resumed, all, hello_last) = reader.await.unwrap();
