@@ -6,6 +6,7 @@
 pub mod asr;
 pub mod auth;
 pub mod bench;
+pub mod bench_fanout;
 pub mod captions;
 pub mod config;
 pub mod engine;

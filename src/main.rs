@@ -34,6 +34,12 @@ enum Command {
     Models(ModelsCommand),
     /// Run every file with references in a corpus directory and print WER, latency and cost.
     Bench(soustitre::bench::BenchArgs),
+    /// Caption delivery benchmark: the real service in-process, rooms × WebSocket subscribers
+    /// over loopback, a caption log replayed into every room; added latency, CPU, memory.
+    BenchFanout(soustitre::bench_fanout::FanoutArgs),
+    /// The client side of `bench-fanout` in its own process (plan on stdin; internal).
+    #[command(hide = true)]
+    BenchFanoutClients,
     /// Run the caption service: rooms, caption WebSockets, viewer, operator API.
     Serve(ServeArgs),
 }
@@ -212,6 +218,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", report.table());
             Ok(())
         }
+        Command::BenchFanout(args) => {
+            let report = soustitre::bench_fanout::run(&args)?;
+            println!("{}", report.table());
+            if !report.correct() {
+                bail!(
+                    "delivery is not exactly-once: {} violations, {} of {} finals delivered in order",
+                    report.violations,
+                    report.finals_delivered,
+                    report.finals_expected
+                );
+            }
+            Ok(())
+        }
+        Command::BenchFanoutClients => Ok(soustitre::bench_fanout::clients_process_main()?),
     }
 }
 

@@ -1,22 +1,56 @@
-//! The decode pipeline's text form: `pipelines/decode.gst`, its placeholders, and the conversion of
-//! an operator-supplied input (path or URI) into a URI that can be pasted into it safely.
+//! The pipelines' text form: `pipelines/decode.gst` and `pipelines/rtp_opus.gst`, their
+//! placeholders, and the conversion of an operator-supplied input (path or URI) into a URI that can
+//! be pasted into the decode pipeline safely.
 
 use std::path::Path;
 
 use super::{MediaError, SAMPLE_RATE};
 
-/// The pipeline description shipped with the binary. Single source of the pipeline's shape.
-pub(crate) const DECODE_TEMPLATE: &str = include_str!("../../pipelines/decode.gst");
+/// A pipeline description shipped with the binary: the single source of that pipeline's shape.
+pub(crate) struct Template {
+    /// Path in the repository, for messages.
+    pub file: &'static str,
+    pub text: &'static str,
+}
 
-/// Element names the code looks up in the parsed pipeline (they must exist in the template).
+/// Files and URIs: `uridecodebin` and conversion.
+pub(crate) const DECODE: Template = Template {
+    file: "pipelines/decode.gst",
+    text: include_str!("../../pipelines/decode.gst"),
+};
+
+/// Live RTP/Opus over UDP.
+pub(crate) const RTP_OPUS: Template = Template {
+    file: "pipelines/rtp_opus.gst",
+    text: include_str!("../../pipelines/rtp_opus.gst"),
+};
+
+/// Element names the code looks up in the parsed pipelines (they must exist in the templates).
 pub(crate) const DECODER_NAME: &str = "decode";
 pub(crate) const SINK_NAME: &str = "sink";
 
-/// Placeholder values for one pipeline instance.
+/// The values of one template's placeholders, already in gst-launch syntax (quoted where needed).
+/// `{rate}` is common to all templates and filled in by [`render`] itself.
+pub(crate) trait Placeholders {
+    /// `None` for a name this template does not know.
+    fn value(&self, name: &str) -> Option<String>;
+}
+
+/// Placeholder values of a decode pipeline instance.
 pub(crate) struct Params<'a> {
     /// Already-resolved URI (not yet quoted: quoting happens here).
     pub uri: &'a str,
     pub sync: bool,
+}
+
+impl Placeholders for Params<'_> {
+    fn value(&self, name: &str) -> Option<String> {
+        match name {
+            "uri" => Some(quote(self.uri)),
+            "sync" => Some(self.sync.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// Strips `#` comment lines and substitutes `{name}` placeholders, in a single left-to-right pass
@@ -25,8 +59,12 @@ pub(crate) struct Params<'a> {
 /// Only `{identifier}` is a placeholder; other braces (e.g. caps lists `{ S16LE, F32LE }`) are
 /// copied verbatim. An identifier the code does not know is an error, so a typo in the file fails
 /// loudly at start instead of reaching `gst_parse_launch` as a mysterious syntax error.
-pub(crate) fn render(template: &str, params: &Params<'_>) -> Result<String, MediaError> {
+pub(crate) fn render(
+    template: &Template,
+    params: &impl Placeholders,
+) -> Result<String, MediaError> {
     let text: Vec<&str> = template
+        .text
         .lines()
         .filter(|line| !line.trim_start().starts_with('#'))
         .map(str::trim)
@@ -34,7 +72,7 @@ pub(crate) fn render(template: &str, params: &Params<'_>) -> Result<String, Medi
         .collect();
     let text = text.join(" ");
 
-    let mut out = String::with_capacity(text.len() + params.uri.len());
+    let mut out = String::with_capacity(text.len() + 64);
     let mut rest = text.as_str();
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
@@ -44,16 +82,18 @@ pub(crate) fn render(template: &str, params: &Params<'_>) -> Result<String, Medi
             .unwrap_or(after.len());
         if name_len > 0 && after[name_len..].starts_with('}') {
             let name = &after[..name_len];
-            match name {
-                "uri" => out.push_str(&quote(params.uri)),
-                "rate" => out.push_str(&SAMPLE_RATE.to_string()),
-                "sync" => out.push_str(if params.sync { "true" } else { "false" }),
-                other => {
-                    return Err(MediaError::Pipeline(format!(
-                        "unknown placeholder {{{other}}} in pipelines/decode.gst"
-                    )));
-                }
-            }
+            let value = if name == "rate" {
+                Some(SAMPLE_RATE.to_string())
+            } else {
+                params.value(name)
+            };
+            let Some(value) = value else {
+                return Err(MediaError::Pipeline(format!(
+                    "unknown placeholder {{{name}}} in {}",
+                    template.file
+                )));
+            };
+            out.push_str(&value);
             rest = &after[name_len + 1..];
         } else {
             out.push('{');
@@ -145,9 +185,17 @@ mod tests {
         Params { uri, sync: false }
     }
 
+    /// A template from a literal, for the renderer's own tests.
+    fn literal(text: &'static str) -> Template {
+        Template {
+            file: "test.gst",
+            text,
+        }
+    }
+
     #[test]
     fn template_renders_without_comments_or_placeholders() {
-        let text = render(DECODE_TEMPLATE, &params("file:///tmp/a.wav")).unwrap();
+        let text = render(&DECODE, &params("file:///tmp/a.wav")).unwrap();
         assert!(!text.contains('#'), "{text}");
         assert!(!text.contains('{') && !text.contains('}'), "{text}");
         assert!(
@@ -157,7 +205,7 @@ mod tests {
         assert!(text.contains("rate=16000,"), "{text}");
         assert!(text.contains("appsink name=sink sync=false"), "{text}");
         let live = render(
-            DECODE_TEMPLATE,
+            &DECODE,
             &Params {
                 uri: "x://y",
                 sync: true,
@@ -168,9 +216,33 @@ mod tests {
     }
 
     #[test]
+    fn rtp_template_renders() {
+        let input = super::super::RtpOpusInput::parse("rtp-opus://[::1]:5004?payload=111")
+            .unwrap()
+            .unwrap();
+        let text = render(&RTP_OPUS, &input).unwrap();
+        assert!(!text.contains('#'), "{text}");
+        assert!(!text.contains('{') && !text.contains('}'), "{text}");
+        assert!(
+            text.starts_with("udpsrc name=source address=\"::1\" port=5004 reuse=false"),
+            "{text}"
+        );
+        assert!(text.contains("payload=111\""), "{text}");
+        assert!(text.contains("latency=60 drop-on-latency=true"), "{text}");
+        assert!(text.contains("rate=16000,"), "{text}");
+        assert!(text.contains("appsink name=sink sync=false"), "{text}");
+        // The decode placeholders are not the live pipeline's.
+        let err = render(&literal("x uri={uri}"), &input).unwrap_err();
+        assert!(
+            matches!(err, MediaError::Pipeline(ref m) if m.contains("{uri}")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn substitution_is_single_pass_and_keeps_other_braces() {
         let text = render(
-            "a uri={uri} caps=x,f={ A, B } r={rate}",
+            &literal("a uri={uri} caps=x,f={ A, B } r={rate}"),
             &params("http://h/{rate}"),
         )
         .unwrap();
@@ -179,9 +251,9 @@ mod tests {
 
     #[test]
     fn unknown_placeholder_is_an_error() {
-        let err = render("a x={nope}", &params("u://")).unwrap_err();
+        let err = render(&literal("a x={nope}"), &params("u://")).unwrap_err();
         assert!(
-            matches!(err, MediaError::Pipeline(ref m) if m.contains("{nope}")),
+            matches!(err, MediaError::Pipeline(ref m) if m.contains("{nope}") && m.contains("test.gst")),
             "{err}"
         );
     }

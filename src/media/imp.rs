@@ -1,23 +1,48 @@
-//! Private inside of `media`: building the pipeline from its description, the appsink callback,
-//! the bus watcher thread, and the translation of GStreamer errors into [`MediaError`].
+//! Private inside of `media`: building the pipeline from its description, the appsink callback and
+//! its overflow policy (block for files, drop oldest for live inputs), the bus watcher thread, and
+//! the translation of GStreamer errors into [`MediaError`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, select};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use super::description::{self, DECODE_TEMPLATE, DECODER_NAME, Params, SINK_NAME};
-use super::{AudioChunk, DecodeSettings, MediaError, MediaEvent, SAMPLE_RATE};
+use super::description::{self, DECODE, DECODER_NAME, Params, RTP_OPUS, SINK_NAME, Template};
+use super::{AudioChunk, DecodeSettings, MediaError, MediaEvent, RtpOpusInput, SAMPLE_RATE};
 
 /// How long [`open`] waits for the first decoded audio to reach the sink (preroll). Errors that
 /// happen before (unreadable input, no audio stream, missing decoder) are returned by `open`;
 /// a source slower than this is handed over anyway and reports through the event channel.
 pub(crate) const PREROLL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`open`] waits for a live pipeline to reach PLAYING (socket bound, threads started:
+/// milliseconds in practice). It never waits for audio: a sender may start at any time.
+pub(crate) const LIVE_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Live inputs: what [`Source::live_edge`] allows, beyond the jitter buffer's latency, for a
+/// packet to reach the appsink: the 20 ms `audiobuffersplit` may hold, decoding, resampling and
+/// thread scheduling on a busy machine.
+pub(crate) const LIVE_EDGE_MARGIN: Duration = Duration::from_millis(100);
+
+/// Live inputs: the longest jump of the decoded timestamps *without* a discontinuity that is
+/// taken as the sender's discontinuous transmission (DTX) and filled with silence. An Opus DTX
+/// sender sends one packet every 400 ms during silence; sequence numbers stay contiguous, so the
+/// jitter buffer sees no loss and the decoder output jumps without the DISCONT flag. Longer
+/// jumps (a forwarder that paused a track, rewriting sequence numbers) stay gaps.
+pub(crate) const MAX_DTX_FILL: Duration = Duration::from_secs(1);
+
+/// Jumps shorter than this are timestamp jitter, not DTX (they are at least one 20 ms packet).
+const MIN_DTX_FILL: Duration = Duration::from_millis(5);
+
+/// Live inputs: timestamp jumps shorter than this (a few lost packets) are logged at debug level
+/// only, longer ones (a sender that paused or restarted) at info. Either way they are gaps in
+/// `first_sample`, which consumers count.
+const LIVE_JUMP_LOG: i128 = SAMPLE_RATE as i128 / 5;
 
 /// A buffer whose PTS is within this many samples of the expected position is taken as
 /// contiguous (timestamp rounding, e.g. millisecond-resolution containers); beyond it, the PTS wins
@@ -53,17 +78,121 @@ pub(crate) struct Shared {
     no_audio: Mutex<Option<String>>,
     /// Missing-plugin messages seen so far: (description, relevant to audio decoding).
     missing: Mutex<Vec<(String, bool)>>,
+    /// Set for live inputs: their overflow policy and its accounting.
+    live: Option<Live>,
+}
+
+/// What only a live input has: the drop-oldest overflow policy.
+struct Live {
+    /// A receiver of the event channel, used to take the oldest chunk out when it is full.
+    backlog: Receiver<MediaEvent>,
+    /// Samples dropped so far.
+    dropped: AtomicU64,
+    /// Samples dropped in the current overflow episode; `None` while the consumer keeps up.
+    /// Only touched under the `events` lock.
+    episode: Mutex<Option<u64>>,
 }
 
 impl Shared {
-    /// Sends one event, blocking while the channel is full (back-pressure on the decoder).
+    fn new(
+        input: &str,
+        events: Sender<MediaEvent>,
+        stop: Receiver<()>,
+        live: Option<Receiver<MediaEvent>>,
+    ) -> Self {
+        Self {
+            input: input.to_owned(),
+            events: Mutex::new(Some(events)),
+            stop,
+            started_at: OnceLock::new(),
+            audio_linked: AtomicBool::new(false),
+            streams: Mutex::new(Vec::new()),
+            no_audio: Mutex::new(None),
+            missing: Mutex::new(Vec::new()),
+            live: live.map(|backlog| Live {
+                backlog,
+                dropped: AtomicU64::new(0),
+                episode: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Samples a live input dropped because the consumer fell behind (0 for files).
+    pub(crate) fn dropped_samples(&self) -> u64 {
+        self.live
+            .as_ref()
+            .map_or(0, |live| live.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Sends one event. Files: blocks while the channel is full (back-pressure on the decoder).
+    /// Live inputs: never blocks (see [`Shared::deliver_live`]).
     /// `Err` when the event channel is closed or the source is being dropped.
     fn deliver(&self, event: MediaEvent) -> Result<(), ()> {
         let events = lock(&self.events);
         let tx = events.as_ref().ok_or(())?;
+        if let Some(live) = &self.live {
+            return self.deliver_live(live, tx, event);
+        }
         select! {
             send(tx, event) -> sent => sent.map_err(|_| ()),
             recv(self.stop) -> _ => Err(()),
+        }
+    }
+
+    /// Live overflow policy: **drop oldest**. A socket cannot be back-pressured (blocking here
+    /// would only move the loss into the kernel's receive buffer, with stale audio delivered
+    /// late), so when the channel is full the oldest queued chunk is taken out and counted in
+    /// [`Shared::dropped_samples`]. The consumer then sees the next chunk's `first_sample` jump
+    /// over the dropped audio: the loss is a gap like any other, and the newest audio is kept,
+    /// so captions catch up with the speaker instead of lagging further.
+    ///
+    /// Called with the `events` lock held (the only sender), so after one chunk is taken out the
+    /// send cannot fail for lack of room.
+    fn deliver_live(
+        &self,
+        live: &Live,
+        tx: &Sender<MediaEvent>,
+        mut event: MediaEvent,
+    ) -> Result<(), ()> {
+        loop {
+            match tx.try_send(event) {
+                Ok(()) => {
+                    if let Some(samples) = lock(&live.episode).take() {
+                        tracing::info!(
+                            input = %self.input,
+                            "media: consumer caught up with the live input after dropping {:.0} ms \
+                             of audio ({:.0} ms in total)",
+                            samples_ms(samples),
+                            samples_ms(live.dropped.load(Ordering::Relaxed))
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(()),
+                Err(TrySendError::Full(back)) => {
+                    event = back;
+                    // Empty: the consumer took a chunk meanwhile, and there is room now.
+                    if let Ok(MediaEvent::Audio(oldest)) = live.backlog.try_recv() {
+                        let samples = oldest.samples.len() as u64;
+                        live.dropped.fetch_add(samples, Ordering::Relaxed);
+                        let mut episode = lock(&live.episode);
+                        if episode.is_none() {
+                            tracing::warn!(
+                                input = %self.input,
+                                at_sample = oldest.first_sample,
+                                "media: consumer is falling behind a live input: queue of {} \
+                                 chunks full, dropping the oldest audio (reported as a gap)",
+                                tx.capacity().unwrap_or_default()
+                            );
+                        }
+                        *episode = Some(episode.unwrap_or(0) + samples);
+                    }
+                }
+            }
         }
     }
 
@@ -86,6 +215,19 @@ pub(crate) struct Source {
     pub(crate) shared: Arc<Shared>,
     stop: Option<Sender<()>>,
     bus_thread: Option<JoinHandle<()>>,
+    /// Live inputs: how far behind the arrival clock audio reaches the appsink at most (jitter
+    /// buffer latency + [`LIVE_EDGE_MARGIN`]).
+    live_delay: Option<Duration>,
+}
+
+impl Source {
+    /// See [`super::AudioSource::live_edge`].
+    pub(crate) fn live_edge(&self) -> Option<u64> {
+        let delay = self.live_delay?;
+        let now = self.pipeline.current_running_time()?;
+        let edge = now.saturating_sub(clock_time(delay));
+        Some(sample_index(edge))
+    }
 }
 
 impl Drop for Source {
@@ -110,47 +252,38 @@ impl Drop for Source {
     }
 }
 
-/// Builds the pipeline from `pipelines/decode.gst`, starts it and waits for preroll.
+/// Opens `input`: an `rtp-opus://` URI builds `pipelines/rtp_opus.gst` and returns once it plays;
+/// anything else builds `pipelines/decode.gst`, starts it and waits for preroll.
 pub(crate) fn open(
     input: &str,
     settings: &DecodeSettings,
 ) -> Result<(Source, Receiver<MediaEvent>), MediaError> {
     settings.validate()?;
+    if let Some(rtp) = RtpOpusInput::parse(input)? {
+        return open_rtp_opus(input, &rtp, settings);
+    }
     super::init()?;
     let uri = description::input_to_uri(input)?;
     let text = description::render(
-        DECODE_TEMPLATE,
+        &DECODE,
         &Params {
             uri: &uri,
             sync: settings.realtime,
         },
     )?;
     tracing::debug!(input, pipeline = %text, "media: building decode pipeline");
-    let pipeline = launch(&text)?;
+    let pipeline = launch(&DECODE, &text)?;
     let decoder = pipeline
         .by_name(DECODER_NAME)
-        .ok_or_else(|| missing_name(DECODER_NAME))?;
-    let sink = pipeline
-        .by_name(SINK_NAME)
-        .ok_or_else(|| missing_name(SINK_NAME))?
-        .downcast::<gst_app::AppSink>()
-        .map_err(|_| MediaError::Pipeline(format!("element `{SINK_NAME}` is not an appsink")))?;
+        .ok_or_else(|| missing_name(&DECODE, DECODER_NAME))?;
+    let sink = app_sink(&DECODE, &pipeline)?;
     let bus = pipeline
         .bus()
         .ok_or_else(|| MediaError::Pipeline("pipeline has no bus".to_owned()))?;
 
     let (tx, rx) = crossbeam_channel::bounded(settings.queue_chunks);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
-    let shared = Arc::new(Shared {
-        input: input.to_owned(),
-        events: Mutex::new(Some(tx)),
-        stop: stop_rx,
-        started_at: OnceLock::new(),
-        audio_linked: AtomicBool::new(false),
-        streams: Mutex::new(Vec::new()),
-        no_audio: Mutex::new(None),
-        missing: Mutex::new(Vec::new()),
-    });
+    let shared = Arc::new(Shared::new(input, tx, stop_rx, None));
     watch_pads(&decoder, &shared);
     skip_video_decoders(&decoder);
     sink.set_callbacks(callbacks(Arc::clone(&shared)));
@@ -161,15 +294,175 @@ pub(crate) fn open(
         shared,
         stop: Some(stop_tx),
         bus_thread: None,
+        live_delay: None,
     };
     // From here on, dropping `source` on an early return stops everything cleanly.
-    if source.pipeline.set_state(gst::State::Playing).is_err() {
+    start(&source)?;
+    wait_preroll(&source)?;
+    spawn_bus_thread(&mut source)?;
+    Ok((source, rx))
+}
+
+/// Builds `pipelines/rtp_opus.gst` for `rtp` and returns as soon as it is PLAYING (the socket is
+/// bound): no audio is awaited, a sender may start at any time. The time origin (sample 0 and
+/// `started_at`) is that moment, so audio that starts later begins with a gap.
+fn open_rtp_opus(
+    input: &str,
+    rtp: &RtpOpusInput,
+    settings: &DecodeSettings,
+) -> Result<(Source, Receiver<MediaEvent>), MediaError> {
+    super::init()?;
+    let text = description::render(&RTP_OPUS, rtp)?;
+    tracing::debug!(input, pipeline = %text, "media: building live RTP/Opus pipeline");
+    let pipeline = launch(&RTP_OPUS, &text)?;
+    let sink = app_sink(&RTP_OPUS, &pipeline)?;
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| MediaError::Pipeline("pipeline has no bus".to_owned()))?;
+
+    let (tx, rx) = crossbeam_channel::bounded(settings.queue_chunks);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+    let shared = Arc::new(Shared::new(input, tx, stop_rx, Some(rx.clone())));
+    // Statically linked: errors are never about a missing audio stream.
+    shared.audio_linked.store(true, Ordering::SeqCst);
+    let decoder = pipeline
+        .by_name(DECODER_NAME)
+        .ok_or_else(|| missing_name(&RTP_OPUS, DECODER_NAME))?;
+    fill_dtx_silence(&decoder, input)?;
+    sink.set_callbacks(callbacks(Arc::clone(&shared)));
+
+    let mut source = Source {
+        pipeline,
+        bus,
+        shared,
+        stop: Some(stop_tx),
+        bus_thread: None,
+        live_delay: Some(Duration::from_millis(rtp.jitter_ms.into()) + LIVE_EDGE_MARGIN),
+    };
+    start(&source)?;
+    let (reached, current, pending) = source.pipeline.state(Some(clock_time(LIVE_START_TIMEOUT)));
+    if reached.is_err() {
         return Err(error_on_bus(&source).unwrap_or_else(|| {
+            MediaError::Pipeline("live pipeline failed to start (no error on the bus)".to_owned())
+        }));
+    }
+    if current != gst::State::Playing {
+        tracing::warn!(
+            input,
+            "media: live pipeline still {current:?} (to {pending:?}) after {LIVE_START_TIMEOUT:?}; \
+             continuing in the background"
+        );
+    }
+    // Sample index 0 is running time 0: the wall-clock instant `current_running_time` ago.
+    let running = source
+        .pipeline
+        .current_running_time()
+        .map_or(Duration::ZERO, |t| Duration::from_nanos(t.nseconds()));
+    let origin = Instant::now()
+        .checked_sub(running)
+        .unwrap_or_else(Instant::now);
+    source.shared.started_at.get_or_init(|| origin);
+    tracing::info!(
+        input,
+        address = %rtp.address,
+        port = rtp.port,
+        payload = rtp.payload,
+        jitter_ms = rtp.jitter_ms,
+        "media: listening for RTP/Opus"
+    );
+    spawn_bus_thread(&mut source)?;
+    Ok((source, rx))
+}
+
+/// Fills the silences of a DTX sender with zeros, on the Opus decoder's output (S16LE), so that
+/// they reach the consumer as silence (the VAD sees the speaker stop, finals come on time)
+/// instead of as lost audio. Only jumps without the DISCONT flag, of at most [`MAX_DTX_FILL`],
+/// are filled: lost or late packets, and a new stream after a pause, come with DISCONT (the
+/// jitter buffer's) and stay gaps. Observed on 1.22 with `opusenc dtx=true ! rtpopuspay
+/// dtx=true`: during 2 s of silence, one 3-byte packet every 400 ms, each decoded to 20 ms
+/// followed by a 380 ms jump without DISCONT.
+fn fill_dtx_silence(decoder: &gst::Element, input: &str) -> Result<(), MediaError> {
+    let pad = decoder.static_pad("src").ok_or_else(|| {
+        MediaError::Pipeline(format!(
+            "element `{DECODER_NAME}` of {} has no src pad",
+            RTP_OPUS.file
+        ))
+    })?;
+    let input = input.to_owned();
+    // End (PTS + duration) of the previous decoded buffer.
+    let expected = Mutex::new(None::<gst::ClockTime>);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let (Some(pts), Some(duration)) = (buffer.pts(), buffer.duration()) else {
+            *lock(&expected) = None;
+            return gst::PadProbeReturn::Ok;
+        };
+        let previous = lock(&expected).replace(pts + duration);
+        let jump = previous.and_then(|end| pts.checked_sub(end));
+        let Some(jump) = jump.filter(|jump| {
+            !buffer.flags().contains(gst::BufferFlags::DISCONT)
+                && (clock_time(MIN_DTX_FILL)..=clock_time(MAX_DTX_FILL)).contains(jump)
+        }) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        match with_leading_silence(pad, buffer, jump) {
+            Some(filled) => {
+                tracing::trace!(input, "media: DTX silence of {} ms filled", jump.mseconds());
+                *buffer = filled;
+            }
+            None => tracing::debug!(input, "media: cannot fill a DTX silence: unexpected format"),
+        }
+        gst::PadProbeReturn::Ok
+    })
+    .ok_or_else(|| MediaError::Pipeline("cannot watch the Opus decoder's output".to_owned()))?;
+    Ok(())
+}
+
+/// `buffer` preceded by `silence` of zeros, starting that much earlier. `None` unless the pad's
+/// caps are interleaved S16LE (what `opusdec` produces).
+fn with_leading_silence(
+    pad: &gst::Pad,
+    buffer: &gst::Buffer,
+    silence: gst::ClockTime,
+) -> Option<gst::Buffer> {
+    let caps = pad.current_caps()?;
+    let s = caps.structure(0)?;
+    if s.get::<&str>("format").ok()? != "S16LE" {
+        return None;
+    }
+    let rate = u64::try_from(s.get::<i32>("rate").ok()?).ok()?;
+    let channels = usize::try_from(s.get::<i32>("channels").ok()?).ok()?;
+    let frames = silence
+        .nseconds()
+        .mul_div_round(rate, gst::ClockTime::SECOND.nseconds())?;
+    let zeros = usize::try_from(frames).ok()? * channels * 2;
+    let map = buffer.map_readable().ok()?;
+    let mut data = vec![0_u8; zeros + map.size()];
+    data[zeros..].copy_from_slice(map.as_slice());
+    drop(map);
+    let mut filled = gst::Buffer::from_mut_slice(data);
+    {
+        let filled = filled.get_mut()?;
+        let start = buffer.pts()? - silence;
+        filled.set_pts(start);
+        filled.set_duration(buffer.duration()? + silence);
+    }
+    Some(filled)
+}
+
+/// Sets the pipeline PLAYING; a refusal is reported with the error the bus holds.
+fn start(source: &Source) -> Result<(), MediaError> {
+    if source.pipeline.set_state(gst::State::Playing).is_err() {
+        return Err(error_on_bus(source).unwrap_or_else(|| {
             MediaError::Pipeline("pipeline refused to start (no error on the bus)".to_owned())
         }));
     }
-    wait_preroll(&source)?;
+    Ok(())
+}
 
+fn spawn_bus_thread(source: &mut Source) -> Result<(), MediaError> {
     let bus = source.bus.clone();
     let shared = Arc::clone(&source.shared);
     let thread = std::thread::Builder::new()
@@ -177,17 +470,36 @@ pub(crate) fn open(
         .spawn(move || bus_loop(&bus, &shared))
         .map_err(|e| MediaError::Pipeline(format!("cannot spawn {BUS_THREAD_NAME}: {e}")))?;
     source.bus_thread = Some(thread);
-    Ok((source, rx))
+    Ok(())
 }
 
-fn missing_name(name: &str) -> MediaError {
-    MediaError::Pipeline(format!(
-        "pipelines/decode.gst has no element named `{name}`"
-    ))
+fn app_sink(template: &Template, pipeline: &gst::Pipeline) -> Result<gst_app::AppSink, MediaError> {
+    pipeline
+        .by_name(SINK_NAME)
+        .ok_or_else(|| missing_name(template, SINK_NAME))?
+        .downcast::<gst_app::AppSink>()
+        .map_err(|_| {
+            MediaError::Pipeline(format!(
+                "element `{SINK_NAME}` of {} is not an appsink",
+                template.file
+            ))
+        })
+}
+
+fn missing_name(template: &Template, name: &str) -> MediaError {
+    MediaError::Pipeline(format!("{} has no element named `{name}`", template.file))
+}
+
+fn clock_time(duration: Duration) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn samples_ms(samples: u64) -> f64 {
+    samples as f64 * 1000.0 / f64::from(SAMPLE_RATE)
 }
 
 /// `gst_parse_launch` with missing elements reported as [`MediaError::MissingPlugin`].
-pub(crate) fn launch(text: &str) -> Result<gst::Pipeline, MediaError> {
+pub(crate) fn launch(template: &Template, text: &str) -> Result<gst::Pipeline, MediaError> {
     let mut context = gst::ParseContext::new();
     let element = gst::parse::launch_full(text, Some(&mut context), gst::ParseFlags::FATAL_ERRORS)
         .map_err(|err| {
@@ -199,14 +511,11 @@ pub(crate) fn launch(text: &str) -> Result<gst::Pipeline, MediaError> {
                     missing.join(", ")
                 })
             } else {
-                MediaError::Pipeline(format!(
-                    "cannot build pipelines/decode.gst: {}",
-                    err.message()
-                ))
+                MediaError::Pipeline(format!("cannot build {}: {}", template.file, err.message()))
             }
         })?;
     element.downcast::<gst::Pipeline>().map_err(|_| {
-        MediaError::Pipeline("pipelines/decode.gst does not describe a pipeline".to_owned())
+        MediaError::Pipeline(format!("{} does not describe a pipeline", template.file))
     })
 }
 
@@ -282,7 +591,10 @@ fn callbacks(shared: Arc<Shared>) -> gst_app::AppSinkCallbacks {
     gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
             let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-            shared.started_at.get_or_init(Instant::now);
+            // A live input's origin is set by `open` (the moment it started playing).
+            if !shared.is_live() {
+                shared.started_at.get_or_init(Instant::now);
+            }
             let Some(buffer) = sample.buffer() else {
                 return Ok(gst::FlowSuccess::Ok);
             };
@@ -298,7 +610,11 @@ fn callbacks(shared: Arc<Shared>) -> gst_app::AppSinkCallbacks {
                 sample_index(running.unwrap_or(pts))
             });
             let (first_sample, jump) = place(position, next_sample);
-            if let Some(jump) = jump {
+            if let Some(jump) = jump
+                && shared.is_live()
+            {
+                log_live_jump(&shared.input, next_sample, first_sample, jump);
+            } else if let Some(jump) = jump {
                 tracing::warn!(
                     input = %shared.input,
                     first_sample,
@@ -317,6 +633,27 @@ fn callbacks(shared: Arc<Shared>) -> gst_app::AppSinkCallbacks {
             Ok(gst::FlowSuccess::Ok)
         })
         .build()
+}
+
+/// Timestamp jumps are ordinary for a live input (the sender starts late, pauses, loses
+/// packets): logged, not warned about. Consumers see and count them as gaps.
+fn log_live_jump(input: &str, expected: u64, first_sample: u64, jump: i128) {
+    let ms = jump as f64 * 1000.0 / f64::from(SAMPLE_RATE);
+    if expected == 0 {
+        tracing::info!(input, "media: first live audio {ms:.0} ms after the start");
+    } else if jump.abs() >= LIVE_JUMP_LOG {
+        tracing::info!(
+            input,
+            first_sample,
+            "media: live audio resumed after {ms:.0} ms without audio"
+        );
+    } else {
+        tracing::debug!(
+            input,
+            first_sample,
+            "media: live timestamp jump of {ms:.1} ms"
+        );
+    }
 }
 
 /// Interleaved little-endian f32 bytes to samples.
@@ -532,9 +869,7 @@ fn wait_preroll(source: &Source) -> Result<(), MediaError> {
             );
             return Ok(());
         }
-        let timeout =
-            gst::ClockTime::from_nseconds(u64::try_from(left.as_nanos()).unwrap_or(u64::MAX));
-        let Some(msg) = source.bus.timed_pop(timeout) else {
+        let Some(msg) = source.bus.timed_pop(clock_time(left)) else {
             continue;
         };
         match classify(&source.shared, Some(&source.pipeline), &msg) {
@@ -597,6 +932,73 @@ mod tests {
         assert_eq!(place(Some(1600), 0), (1600, Some(1600)));
     }
 
+    fn chunk(first_sample: u64) -> MediaEvent {
+        MediaEvent::Audio(AudioChunk {
+            samples: vec![0.0; 320],
+            first_sample,
+        })
+    }
+
+    fn first_sample(event: MediaEvent) -> u64 {
+        match event {
+            MediaEvent::Audio(chunk) => chunk.first_sample,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_live_input_drops_the_oldest_chunk_and_never_waits() {
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let (_stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let shared = Shared::new("rtp-opus://test", tx, stop_rx, Some(rx.clone()));
+        // Nobody reads: every delivery returns at once, the newest two chunks stay.
+        for i in 0..5 {
+            shared.deliver(chunk(i * 320)).unwrap();
+        }
+        assert_eq!(shared.dropped_samples(), 3 * 320);
+        assert_eq!(first_sample(rx.try_recv().unwrap()), 3 * 320);
+        // The consumer catches up; later audio is not dropped.
+        shared.deliver(chunk(5 * 320)).unwrap();
+        assert_eq!(first_sample(rx.try_recv().unwrap()), 4 * 320);
+        assert_eq!(first_sample(rx.try_recv().unwrap()), 5 * 320);
+        assert_eq!(shared.dropped_samples(), 3 * 320);
+        // The final event still closes the channel.
+        shared.finish(MediaEvent::Eos);
+        assert_eq!(rx.try_recv(), Ok(MediaEvent::Eos));
+        assert!(shared.deliver(chunk(6 * 320)).is_err());
+    }
+
+    #[test]
+    fn a_file_input_waits_for_room() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let shared = Arc::new(Shared::new("file.wav", tx, stop_rx, None));
+        shared.deliver(chunk(0)).unwrap();
+        let blocked = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || shared.deliver(chunk(320)))
+        };
+        // The blocked delivery completes when the consumer makes room, and nothing is lost.
+        assert_eq!(
+            first_sample(rx.recv_timeout(Duration::from_secs(10)).unwrap()),
+            0
+        );
+        assert_eq!(
+            first_sample(rx.recv_timeout(Duration::from_secs(10)).unwrap()),
+            320
+        );
+        blocked.join().unwrap().unwrap();
+        assert_eq!(shared.dropped_samples(), 0);
+        // A delivery blocked on a full channel is released by the stop signal.
+        shared.deliver(chunk(640)).unwrap();
+        let blocked = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || shared.deliver(chunk(960)))
+        };
+        drop(stop_tx);
+        assert!(blocked.join().unwrap().is_err());
+    }
+
     #[test]
     fn error_descriptions_are_one_line() {
         let debug = "../libs/gst/base/gstbasesrc.c(3132): gst_base_src_loop (): /GstPipeline:p/X:src:\nstreaming stopped, reason not-linked (-1)";
@@ -628,13 +1030,20 @@ mod tests {
     #[test]
     fn unknown_element_is_a_missing_plugin() {
         super::super::init().unwrap();
-        let err = launch("audiotestsrc ! soustitre_no_such_element ! fakesink").unwrap_err();
+        let err = launch(
+            &DECODE,
+            "audiotestsrc ! soustitre_no_such_element ! fakesink",
+        )
+        .unwrap_err();
         assert_eq!(
             err,
             MediaError::MissingPlugin("soustitre_no_such_element".to_owned())
         );
-        let err = launch("audiotestsrc ! ! fakesink").unwrap_err();
-        assert!(matches!(err, MediaError::Pipeline(_)), "{err}");
+        let err = launch(&RTP_OPUS, "audiotestsrc ! ! fakesink").unwrap_err();
+        assert!(
+            matches!(err, MediaError::Pipeline(ref m) if m.contains("pipelines/rtp_opus.gst")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -675,8 +1084,8 @@ mod tests {
     fn quoted_uri_survives_gst_parse() {
         super::super::init().unwrap();
         let uri = r#"http://example.org/a "quoted" \back slash {rate}.ogg"#;
-        let text = description::render(DECODE_TEMPLATE, &Params { uri, sync: true }).unwrap();
-        let pipeline = launch(&text).unwrap();
+        let text = description::render(&DECODE, &Params { uri, sync: true }).unwrap();
+        let pipeline = launch(&DECODE, &text).unwrap();
         let decoder = pipeline.by_name(DECODER_NAME).unwrap();
         assert_eq!(
             decoder.property::<Option<String>>("uri").as_deref(),
