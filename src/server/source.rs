@@ -56,6 +56,13 @@ pub struct TrackStats {
     last_event: Option<Instant>,
 }
 
+/// How often a live source with no incoming audio is checked.
+const LIVE_IDLE_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+/// Overdue live audio (samples) after which the open segment is closed: longer than the
+/// endpoint silence, so a sender that stops mid-sentence still gets its final about as late as
+/// one that keeps sending silence.
+const LIVE_IDLE_SAMPLES: u64 = 16_000 * 3 / 4;
+
 /// A caption within this many seconds marks its track as speaking.
 const SPEAKING_WINDOW_S: f64 = 3.0;
 
@@ -234,7 +241,10 @@ fn run(
                         if chunk.first_sample > expected {
                             let missing = chunk.first_sample - expected;
                             let from = base + expected as f64 / 16_000.0;
-                            let _ = hub.publish_gap(&spec.track, from, from + missing as f64 / 16_000.0, GapReason::AudioLost);
+                            // a live sender that starts after the room opened lost nothing
+                            if !(source.is_live() && expected == 0) {
+                                let _ = hub.publish_gap(&spec.track, from, from + missing as f64 / 16_000.0, GapReason::AudioLost);
+                            }
                             if let Ok(mut s) = stats.lock() {
                                 s.gaps_s += missing as f64 / 16_000.0;
                             }
@@ -264,6 +274,20 @@ fn run(
                 recv(stop) -> _ => {
                     stopped = true;
                     break;
+                }
+                default(LIVE_IDLE_CHECK) => {
+                    // a live sender that stopped (muted, left) sends nothing, not even silence:
+                    // once its audio is clearly overdue, close what was heard so the last
+                    // sentence gets its final. Not published as lost audio: nothing was sent.
+                    if let Some(edge) = source.live_edge()
+                        && edge > expected + LIVE_IDLE_SAMPLES
+                    {
+                        if let Err(e) = captioner.gap(edge - expected, &mut out) {
+                            tracing::warn!(track = %spec.track, "recognition failed: {e}");
+                        }
+                        expected = edge;
+                        publish(&mut out, &stats);
+                    }
                 }
             }
         }
