@@ -202,6 +202,14 @@ type TrackMetric = (
     fn(&super::room::TrackInfo) -> Option<f64>,
 );
 
+/// The HELP and TYPE lines of a metric family.
+fn family(m: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        m,
+        "# HELP soustitre_{name} {help}\n# TYPE soustitre_{name} {kind}"
+    );
+}
+
 /// Prometheus text format.
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let rooms: Vec<_> = state
@@ -212,13 +220,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .map(|r| r.info())
         .collect();
     let mut m = String::new();
-    let mut family = |name: &str, kind: &str, help: &str| {
-        let _ = writeln!(
-            m,
-            "# HELP soustitre_{name} {help}\n# TYPE soustitre_{name} {kind}"
-        );
-    };
-    family("rooms", "gauge", "Rooms open.");
+    family(&mut m, "rooms", "gauge", "Rooms open.");
     let _ = writeln!(m, "soustitre_rooms {}", rooms.len());
     let room_metrics: [RoomMetric; 6] = [
         (
@@ -259,10 +261,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ),
     ];
     for (name, kind, help, f) in room_metrics {
-        let _ = writeln!(
-            m,
-            "# HELP soustitre_{name} {help}\n# TYPE soustitre_{name} {kind}"
-        );
+        family(&mut m, name, kind, help);
         for r in &rooms {
             let _ = writeln!(m, "soustitre_{name}{{room=\"{}\"}} {}", r.id, f(r));
         }
@@ -300,10 +299,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ),
     ];
     for (name, kind, help, f) in track_metrics {
-        let _ = writeln!(
-            m,
-            "# HELP soustitre_{name} {help}\n# TYPE soustitre_{name} {kind}"
-        );
+        family(&mut m, name, kind, help);
         for r in &rooms {
             for t in &r.tracks {
                 if let Some(v) = f(t) {
