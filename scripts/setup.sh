@@ -27,8 +27,9 @@ BUILD_PKGS=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
 RUNTIME_PKGS=(gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
     gstreamer1.0-libav gstreamer1.0-nice)
 # Developer and test tools: gst-launch-1.0 / gst-inspect-1.0 for debugging pipelines by hand;
-# Chromium and its WebDriver for the viewer page's real-browser test (tests/viewer_browser.rs).
-DEV_PKGS=(gstreamer1.0-tools chromium chromium-driver)
+# Chromium and its WebDriver for the viewer page's real-browser test (tests/viewer_browser.rs);
+# Janus (a real SFU) and iproute2 for the SFU end-to-end tests (tests/sfu_janus.rs).
+DEV_PKGS=(gstreamer1.0-tools chromium chromium-driver janus iproute2)
 
 # ONNX Runtime C library, taken from the PyPI wheel (see ../shared/STACK.md). The `ort` crate's
 # `api-31` feature needs a library of minor version >= 31. The wheel is pinned to one platform

@@ -25,6 +25,21 @@ pub(crate) const RTP_OPUS: Template = Template {
     text: include_str!("../../pipelines/rtp_opus.gst"),
 };
 
+/// One remote audio track of an SFU room, as a bin linked to a `webrtcbin` source pad.
+pub(crate) const WEBRTC_AUDIO: Template = Template {
+    file: "pipelines/webrtc_audio.gst",
+    text: include_str!("../../pipelines/webrtc_audio.gst"),
+};
+
+/// A template with no placeholder of its own (`{rate}` only).
+pub(crate) struct NoParams;
+
+impl Placeholders for NoParams {
+    fn value(&self, _: &str) -> Option<String> {
+        None
+    }
+}
+
 /// Element names the code looks up in the parsed pipelines (they must exist in the templates).
 pub(crate) const DECODER_NAME: &str = "decode";
 pub(crate) const SINK_NAME: &str = "sink";

@@ -218,6 +218,8 @@ pub(crate) struct Source {
     /// Live inputs: how far behind the arrival clock audio reaches the appsink at most (jitter
     /// buffer latency + [`LIVE_EDGE_MARGIN`]).
     live_delay: Option<Duration>,
+    /// False for a tap: the pipeline belongs to someone else, who starts and stops it.
+    owned: bool,
 }
 
 impl Source {
@@ -235,6 +237,10 @@ impl Drop for Source {
         // Order matters: first release a streaming thread blocked on a full channel, so that the
         // state change to NULL (which joins the streaming threads) cannot deadlock.
         drop(self.stop.take());
+        if !self.owned {
+            drop(lock(&self.shared.events).take());
+            return;
+        }
         let stop = gst::message::Application::new(gst::Structure::new_empty(STOP_MESSAGE));
         if self.bus.post(stop).is_err() {
             tracing::debug!("media: bus already flushing on drop");
@@ -286,7 +292,7 @@ pub(crate) fn open(
     let shared = Arc::new(Shared::new(input, tx, stop_rx, None));
     watch_pads(&decoder, &shared);
     skip_video_decoders(&decoder);
-    sink.set_callbacks(callbacks(Arc::clone(&shared)));
+    sink.set_callbacks(callbacks(Arc::clone(&shared), false));
 
     let mut source = Source {
         pipeline,
@@ -295,6 +301,7 @@ pub(crate) fn open(
         stop: Some(stop_tx),
         bus_thread: None,
         live_delay: None,
+        owned: true,
     };
     // From here on, dropping `source` on an early return stops everything cleanly.
     start(&source)?;
@@ -329,7 +336,7 @@ fn open_rtp_opus(
         .by_name(DECODER_NAME)
         .ok_or_else(|| missing_name(&RTP_OPUS, DECODER_NAME))?;
     fill_dtx_silence(&decoder, input)?;
-    sink.set_callbacks(callbacks(Arc::clone(&shared)));
+    sink.set_callbacks(callbacks(Arc::clone(&shared), false));
 
     let mut source = Source {
         pipeline,
@@ -338,6 +345,7 @@ fn open_rtp_opus(
         stop: Some(stop_tx),
         bus_thread: None,
         live_delay: Some(Duration::from_millis(rtp.jitter_ms.into()) + LIVE_EDGE_MARGIN),
+        owned: true,
     };
     start(&source)?;
     let (reached, current, pending) = source.pipeline.state(Some(clock_time(LIVE_START_TIMEOUT)));
@@ -372,6 +380,52 @@ fn open_rtp_opus(
     );
     spawn_bus_thread(&mut source)?;
     Ok((source, rx))
+}
+
+/// A live branch of a pipeline owned by the caller (an SFU room: one `webrtcbin` per peer and one
+/// branch per remote audio track, all in one pipeline). `sink` is the branch's appsink, `decoder`
+/// its Opus decoder (watched for DTX silences like the `rtp-opus://` input's). The caller starts
+/// and stops the pipeline and removes the branch; it ends the stream with [`Shared::end`].
+///
+/// Sample 0 is running time 0 of `pipeline` (`started_at`), shared by all branches of the room,
+/// so every track of a room counts samples on one timeline.
+pub(crate) fn open_tap(
+    input: &str,
+    pipeline: &gst::Pipeline,
+    sink: &gst_app::AppSink,
+    decoder: &gst::Element,
+    started_at: Instant,
+    jitter: Duration,
+    settings: &DecodeSettings,
+) -> Result<(Source, Receiver<MediaEvent>), MediaError> {
+    settings.validate()?;
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| MediaError::Pipeline("pipeline has no bus".to_owned()))?;
+    let (tx, rx) = crossbeam_channel::bounded(settings.queue_chunks);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+    let shared = Arc::new(Shared::new(input, tx, stop_rx, Some(rx.clone())));
+    shared.audio_linked.store(true, Ordering::SeqCst);
+    shared.started_at.get_or_init(|| started_at);
+    fill_dtx_silence(decoder, input)?;
+    sink.set_callbacks(callbacks(Arc::clone(&shared), true));
+    let source = Source {
+        pipeline: pipeline.clone(),
+        bus,
+        shared,
+        stop: Some(stop_tx),
+        bus_thread: None,
+        live_delay: Some(jitter + LIVE_EDGE_MARGIN),
+        owned: false,
+    };
+    Ok((source, rx))
+}
+
+impl Shared {
+    /// Ends the stream of a tap: `event` (Eos, or the error that ended it) is its last event.
+    pub(crate) fn end(&self, event: MediaEvent) {
+        self.finish(event);
+    }
 }
 
 /// Fills the silences of a DTX sender with zeros, on the Opus decoder's output (S16LE), so that
@@ -586,7 +640,11 @@ fn skip_video_decoders(decoder: &gst::Element) {
 }
 
 /// The appsink callback. Runs on the streaming thread: copy, stamp, send; nothing else.
-fn callbacks(shared: Arc<Shared>) -> gst_app::AppSinkCallbacks {
+///
+/// `tap`: the branch lives in a pipeline shared with other streams (an SFU room): once its
+/// consumer is gone, buffers are discarded instead of returning FLUSHING, which would travel
+/// upstream into elements the other streams share.
+fn callbacks(shared: Arc<Shared>, tap: bool) -> gst_app::AppSinkCallbacks {
     let mut next_sample = 0_u64;
     gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
@@ -627,10 +685,11 @@ fn callbacks(shared: Arc<Shared>) -> gst_app::AppSinkCallbacks {
                 samples,
                 first_sample,
             };
-            shared
-                .deliver(MediaEvent::Audio(chunk))
-                .map_err(|()| gst::FlowError::Flushing)?;
-            Ok(gst::FlowSuccess::Ok)
+            match shared.deliver(MediaEvent::Audio(chunk)) {
+                Ok(()) => Ok(gst::FlowSuccess::Ok),
+                Err(()) if tap => Ok(gst::FlowSuccess::Ok),
+                Err(()) => Err(gst::FlowError::Flushing),
+            }
         })
         .build()
 }

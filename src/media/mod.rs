@@ -264,6 +264,29 @@ impl AudioSource {
         &self.events
     }
 
+    /// A live branch of a pipeline the caller owns, e.g. one remote audio track of an SFU room
+    /// (see `crate::sfu`): `sink` is the branch's appsink (F32LE, [`SAMPLE_RATE`], mono), `decoder`
+    /// its Opus decoder. The overflow policy, gap accounting and DTX filling are those of a live
+    /// input. Sample 0 is running time 0 of `pipeline`, the instant `started_at`, for every
+    /// branch of that pipeline. The stream ends when the returned [`LiveTap`] ends it (the
+    /// caller removes the branch first); dropping the source only stops its delivery.
+    pub fn tap(
+        input: &str,
+        pipeline: &gstreamer::Pipeline,
+        sink: &gstreamer_app::AppSink,
+        decoder: &gstreamer::Element,
+        started_at: Instant,
+        jitter: std::time::Duration,
+        settings: &DecodeSettings,
+    ) -> Result<(AudioSource, LiveTap), MediaError> {
+        let (inner, events) =
+            imp::open_tap(input, pipeline, sink, decoder, started_at, jitter, settings)?;
+        let tap = LiveTap {
+            shared: std::sync::Arc::clone(&inner.shared),
+        };
+        Ok((AudioSource { inner, events }, tap))
+    }
+
     /// Wall-clock instant the first sample reached the appsink: the time origin for caption
     /// latency. `None` until then. For a live input, the instant the pipeline started playing
     /// (sample index 0), set as soon as `open` returns.
@@ -293,6 +316,53 @@ impl AudioSource {
     /// an overlap (skip the samples already accounted for).
     pub fn live_edge(&self) -> Option<u64> {
         self.inner.live_edge()
+    }
+}
+
+/// A fresh instance of `pipelines/webrtc_audio.gst`: the branch that turns one remote RTP/Opus
+/// track into 16 kHz mono samples. Returns the bin (its sink pad takes the RTP), its appsink and
+/// its Opus decoder, ready for [`AudioSource::tap`].
+pub fn webrtc_audio_branch()
+-> Result<(gstreamer::Bin, gstreamer_app::AppSink, gstreamer::Element), MediaError> {
+    use gstreamer::prelude::*;
+    init()?;
+    let template = &description::WEBRTC_AUDIO;
+    let text = description::render(template, &description::NoParams)?;
+    let bin = gstreamer::parse::bin_from_description(&text, true).map_err(|e| {
+        if e.matches(gstreamer::ParseError::NoSuchElement) {
+            MediaError::MissingPlugin(e.message().to_owned())
+        } else {
+            MediaError::Pipeline(format!("cannot build {}: {}", template.file, e.message()))
+        }
+    })?;
+    let missing = |name: &str| {
+        MediaError::Pipeline(format!("{} has no element named `{name}`", template.file))
+    };
+    let sink = bin
+        .by_name(description::SINK_NAME)
+        .ok_or_else(|| missing(description::SINK_NAME))?
+        .downcast::<gstreamer_app::AppSink>()
+        .map_err(|_| missing(description::SINK_NAME))?;
+    let decoder = bin
+        .by_name(description::DECODER_NAME)
+        .ok_or_else(|| missing(description::DECODER_NAME))?;
+    Ok((bin, sink, decoder))
+}
+
+/// The producer's end of a tapped [`AudioSource`]: ends its stream.
+pub struct LiveTap {
+    shared: std::sync::Arc<imp::Shared>,
+}
+
+impl LiveTap {
+    /// Ends the stream normally (the remote track went away): `Eos` is its last event.
+    pub fn end(&self) {
+        self.shared.end(MediaEvent::Eos);
+    }
+
+    /// Ends the stream with an error.
+    pub fn fail(&self, error: MediaError) {
+        self.shared.end(MediaEvent::Error(error));
     }
 }
 

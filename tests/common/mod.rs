@@ -2,6 +2,8 @@
 //! corpus scorers.
 #![allow(dead_code)]
 
+pub mod janus;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

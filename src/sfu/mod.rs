@@ -1,0 +1,121 @@
+//! Attaching soustitre to a meeting room on an SFU: it joins as a hidden, receive-only
+//! participant, subscribes to every participant's audio, and hands each participant's audio to
+//! that participant's track worker (the captioning loop), on one timeline per room.
+//!
+//! * [`media`]: the room's GStreamer pipeline, one receive-only `webrtcbin` per peer connection
+//!   and one `pipelines/webrtc_audio.gst` branch per remote audio track.
+//! * [`janus`]: Janus VideoRoom over its WebSocket API (signalling, subscriptions to every
+//!   publisher including later ones, reconnection), plus a webrtcbin publisher used to feed test
+//!   meetings.
+//!
+//! What an attachment reports goes to a [`RoomSink`] (the service's room): audio per participant,
+//! participants leaving, SFU outages (gaps), connection status.
+//!
+//! # Faults
+//! * The SFU connection drops (socket closed, session lost, Janus restarted): every peer is torn
+//!   down (the track workers flush what was heard as finals), then the attachment reconnects with
+//!   capped exponential back-off ([`BACKOFF_MIN`] doubling to [`BACKOFF_MAX`]) and subscribes
+//!   again. The interval between the drop and the new subscriptions is reported to
+//!   [`RoomSink::outage`] (a `gap` for every track of the room); nothing is made up over it.
+//! * A failing peer (negotiation refused, ICE failure) is logged and retried at the next
+//!   publisher update; it never takes down its room. A failing room never takes down the
+//!   service: each attachment is its own task.
+
+pub mod janus;
+pub mod media;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::media::AudioSource;
+
+/// First reconnection delay after the SFU connection dropped.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Longest reconnection delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The next reconnection delay: doubled, capped at [`BACKOFF_MAX`].
+pub fn next_backoff(current: Duration) -> Duration {
+    (current * 2).min(BACKOFF_MAX)
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A participant of the SFU room, as its signalling names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteParticipant {
+    /// Track id in soustitre (stable across leave/rejoin and reconnections).
+    pub track: String,
+    /// Identity on the SFU (Janus feed id, LiveKit identity).
+    pub identity: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Connection state of an attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttachState {
+    Connecting,
+    Connected,
+    Reconnecting,
+    Stopped,
+}
+
+/// What an attachment shows the operator.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttachStatus {
+    pub state: AttachState,
+    /// Last connection error.
+    pub error: Option<String>,
+    /// Successful connections so far (1 + reconnections).
+    pub connections: u64,
+    /// Remote participants currently subscribed.
+    pub participants: Vec<RemoteParticipant>,
+}
+
+impl Default for AttachStatus {
+    fn default() -> Self {
+        Self {
+            state: AttachState::Connecting,
+            error: None,
+            connections: 0,
+            participants: Vec::new(),
+        }
+    }
+}
+
+/// Where an attachment delivers what it receives. Implemented by the service's room.
+pub trait RoomSink: Send + Sync + 'static {
+    /// Audio of `participant` started flowing (first time, after a rejoin or a reconnection).
+    fn audio(&self, participant: &RemoteParticipant, source: AudioSource);
+    /// The participant list changed (joins, leaves).
+    fn participants(&self, list: &[RemoteParticipant]);
+    /// The SFU could not be reached from `from_s` to `to_s` (room timeline, seconds).
+    fn outage(&self, from_s: f64, to_s: f64);
+    /// The attachment's status changed.
+    fn status(&self, status: &AttachStatus);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let mut d = BACKOFF_MIN;
+        let mut seen = vec![d];
+        for _ in 0..10 {
+            d = next_backoff(d);
+            seen.push(d);
+        }
+        assert_eq!(seen[1], Duration::from_millis(500));
+        assert_eq!(seen[2], Duration::from_secs(1));
+        assert_eq!(*seen.last().unwrap(), BACKOFF_MAX);
+        assert!(seen.windows(2).all(|w| w[1] >= w[0]));
+    }
+}
