@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::asr::{AsrError, ModelFiles, Whisper};
-use crate::diarize::{CampPlus, DiarizeError};
+use crate::diarize::{CampPlus, DiarizeError, DiarizeSettings, Diarizer};
 use crate::models::{ModelError, ModelStore};
 use crate::onnx::{self, OnnxError};
 use crate::paths::{self, PathsError};
@@ -140,5 +140,21 @@ impl Engine {
             self.vad()?,
             clock,
         )?)
+    }
+
+    /// A captioner for one track with speaker diarization (labels named after `participant`).
+    pub fn diarized_captioner(
+        &self,
+        settings: StreamSettings,
+        diarize: &DiarizeSettings,
+        track: &str,
+        participant: Option<String>,
+        clock: Box<dyn Fn() -> f64 + Send>,
+    ) -> Result<Captioner, EngineError> {
+        diarize.validate().map_err(CaptionError::from)?;
+        let worker = Diarizer::start(track, diarize, self.campplus()?)?;
+        Ok(self
+            .captioner(settings, track, clock)?
+            .with_diarizer(worker, diarize, participant)?)
     }
 }

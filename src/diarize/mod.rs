@@ -33,7 +33,7 @@ pub mod worker;
 pub use embedder::{CampPlus, EMBEDDING_DIM};
 pub use names::{RenameError, Renames, SpeakerNames};
 pub use offline::{OfflineDiarization, diarize_samples};
-pub use rttm::{Turn, turns_from_finals, write_rttm};
+pub use rttm::{DEFAULT_JOIN_GAP_S, Turn, speakers_of, turns_from_finals, write_rttm};
 pub use settings::{
     DEFAULT_HOP_MS, DEFAULT_MAX_SPEAKERS, DEFAULT_MIN_NEW_WINDOWS, DEFAULT_MIN_RUN_MS,
     DEFAULT_NEW_SPEAKER_SIMILARITY, DEFAULT_WINDOW_MS, DiarizeSettings,

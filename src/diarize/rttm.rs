@@ -41,6 +41,25 @@ pub fn write_rttm(mut out: impl Write, file: &str, turns: &[Turn]) -> io::Result
     Ok(())
 }
 
+/// Default gap under which consecutive finals of one speaker make one turn, seconds.
+pub const DEFAULT_JOIN_GAP_S: f64 = 0.5;
+
+/// The distinct speakers of caption finals, in order of first appearance.
+pub fn speakers_of<'a>(
+    events: impl IntoIterator<Item = &'a crate::captions::CaptionEvent>,
+) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for e in events {
+        if let Some(s) = &e.speaker
+            && e.is_final()
+            && !v.contains(s)
+        {
+            v.push(s.clone());
+        }
+    }
+    v
+}
+
 /// Speaker turns of caption finals: one turn per final with a speaker, from its first word
 /// start to its last word end; consecutive turns of one speaker less than `join_gap_s` apart
 /// are joined.
