@@ -30,8 +30,34 @@ pub struct Window {
     pub end: f64,
     /// Audio time of the middle voiced frame's centre, seconds.
     pub centre: f64,
-    /// The speaker, once the clusterer has one.
+    /// The speaker, once the clusterer has one (latest knowledge).
     pub speaker: Option<usize>,
+    /// Sequence number of the window on its track (0, 1, 2...).
+    pub index: u64,
+    /// The speaker given when the window was added.
+    pub first_speaker: Option<usize>,
+    /// Index of the later window whose new speaker relabelled this one.
+    pub relabelled_by: Option<u64>,
+}
+
+impl Window {
+    /// The speaker as known once window `k` was processed (`k` ≥ this window's index).
+    pub fn speaker_as_of(&self, k: u64) -> Option<usize> {
+        match self.relabelled_by {
+            Some(r) if r <= k => self.speaker,
+            _ => self.first_speaker,
+        }
+    }
+}
+
+/// A speaker change seen in the windows of an open segment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Change {
+    /// Estimated change time: midway between the centres of the last window of the previous
+    /// speaker and the first window of the new one, seconds.
+    pub at: f64,
+    pub from: usize,
+    pub to: usize,
 }
 
 /// Collects voiced frames and cuts embedding windows.
@@ -87,6 +113,9 @@ impl Framer {
             end: (last + last_len as u64) as f64 / SAMPLE_RATE,
             centre: (mid as f64 + mid_len as f64 / 2.0) / SAMPLE_RATE,
             speaker: None,
+            index: 0,
+            first_speaker: None,
+            relabelled_by: None,
         })
     }
 }
@@ -95,6 +124,7 @@ impl Framer {
 pub struct Labels {
     clusters: OnlineClusters,
     windows: VecDeque<Window>,
+    next_index: u64,
 }
 
 impl Labels {
@@ -107,6 +137,7 @@ impl Labels {
                 min_new_windows: settings.min_new_windows as usize,
             }),
             windows: VecDeque::with_capacity(MAX_WINDOWS + 1),
+            next_index: 0,
         }
     }
 
@@ -119,11 +150,19 @@ impl Labels {
             Decision::Speaker(s) | Decision::Pending(s) => Some(s),
             Decision::New { speaker, .. } => Some(speaker),
         };
+        w.index = self.next_index;
+        w.first_speaker = w.speaker;
+        w.relabelled_by = None;
+        self.next_index += 1;
+        let index = w.index;
         self.windows.push_back(w);
         if let Decision::New { speaker, windows } = decision {
             let n = self.windows.len();
             for w in self.windows.iter_mut().skip(n.saturating_sub(windows)) {
-                w.speaker = Some(speaker);
+                if w.speaker != Some(speaker) {
+                    w.speaker = Some(speaker);
+                    w.relabelled_by = Some(index);
+                }
             }
         }
         while self.windows.len() > MAX_WINDOWS {
@@ -153,6 +192,50 @@ impl Labels {
             .filter(|w| w.speaker.is_some())
             .min_by(|a, b| (a.centre - t).abs().total_cmp(&(b.centre - t).abs()))
             .and_then(|w| w.speaker)
+    }
+}
+
+impl Labels {
+    /// The latest speaker change among the windows that end by `horizon` (seconds) and whose
+    /// centre is at or after `since`, as known when the last of those windows was processed
+    /// (so the answer does not depend on how far the worker has run ahead). `None` when there
+    /// is no such window, or the newest ones have the same speaker as those before.
+    /// Returns the index of the newest window considered, and the change.
+    pub fn change_by(&self, since: f64, horizon: f64) -> Option<(u64, Option<Change>)> {
+        let seen: Vec<&Window> = self
+            .windows
+            .iter()
+            .filter(|w| w.end <= horizon + 1e-9)
+            .collect();
+        let k = seen.last()?.index;
+        let inside: Vec<(f64, Option<usize>)> = seen
+            .iter()
+            .filter(|w| w.centre >= since)
+            .map(|w| (w.centre, w.speaker_as_of(k)))
+            .collect();
+        let (last_t, last) = *inside.last()?;
+        let Some(to) = last else {
+            return Some((k, None));
+        };
+        // the first window of the newest speaker's run, and the one before it
+        let mut first_t = last_t;
+        for &(t, s) in inside.iter().rev().skip(1) {
+            match s {
+                Some(s) if s == to => first_t = t,
+                Some(from) => {
+                    return Some((
+                        k,
+                        Some(Change {
+                            at: (t + first_t) / 2.0,
+                            from,
+                            to,
+                        }),
+                    ));
+                }
+                None => {}
+            }
+        }
+        Some((k, None))
     }
 }
 
@@ -318,6 +401,9 @@ mod tests {
             end: c + 0.7,
             centre: c,
             speaker: None,
+            index: 0,
+            first_speaker: None,
+            relabelled_by: None,
         };
         l.add(w(1.0), &a);
         l.add(w(2.0), &a);
@@ -327,5 +413,49 @@ mod tests {
         assert_eq!(l.speaker_at(2.6), Some(1));
         assert_eq!(l.current(), Some(1));
         assert_eq!(l.speakers(), 2);
+        // windows ending by 2.8 s: one speaker; by 3.8 s: a change at 2.5 s
+        assert_eq!(l.change_by(0.0, 2.8), Some((1, None)));
+        assert_eq!(
+            l.change_by(0.0, 3.8),
+            Some((
+                2,
+                Some(Change {
+                    at: 2.5,
+                    from: 0,
+                    to: 1
+                })
+            ))
+        );
+        // only windows centred in the segment count
+        assert_eq!(l.change_by(2.5, 3.8), Some((2, None)));
+        assert_eq!(l.change_by(0.0, 0.5), None);
+    }
+
+    #[test]
+    fn relabelled_windows_keep_what_was_known_before() {
+        let s = DiarizeSettings {
+            min_new_windows: 2,
+            ..Default::default()
+        };
+        let mut l = Labels::new(&s);
+        let w = |c: f64| Window {
+            start: c - 0.7,
+            end: c + 0.7,
+            centre: c,
+            speaker: None,
+            index: 0,
+            first_speaker: None,
+            relabelled_by: None,
+        };
+        l.add(w(1.0), &[1.0, 0.0]);
+        l.add(w(2.0), &[0.0, 1.0]); // pending: provisionally speaker 0
+        assert_eq!(l.change_by(0.0, 2.7), Some((1, None)));
+        l.add(w(3.0), &[0.0, 1.0]); // creates speaker 1 from both
+        // as of window 1 nothing changed; as of window 2 the change is at 1.5 s
+        assert_eq!(l.change_by(0.0, 2.7), Some((1, None)));
+        assert_eq!(
+            l.change_by(0.0, 3.7).and_then(|c| c.1).map(|c| c.at),
+            Some(1.5)
+        );
     }
 }

@@ -50,6 +50,8 @@ enum Msg {
 struct Shared {
     labels: Labels,
     synced: u64,
+    /// Absolute sample just after the last frame processed.
+    done_until: u64,
     stats: DiarizeStats,
     error: Option<String>,
     stopped: bool,
@@ -75,6 +77,7 @@ impl Diarizer {
             Mutex::new(Shared {
                 labels: Labels::new(settings),
                 synced: 0,
+                done_until: 0,
                 stats: DiarizeStats::default(),
                 error: None,
                 stopped: false,
@@ -137,6 +140,16 @@ impl Diarizer {
         Ok(())
     }
 
+    /// Waits until the frames sent up to absolute sample `end` are processed (they must have
+    /// been sent). Returns false if the worker stopped first.
+    pub fn wait_until(&self, end: u64) -> bool {
+        let mut g = self.lock();
+        while g.done_until < end && !g.stopped {
+            g = self.shared.1.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        g.done_until >= end
+    }
+
     /// Runs `f` on the labels as they are now (no waiting).
     pub fn with_labels<R>(&self, f: impl FnOnce(&Labels) -> R) -> R {
         f(&self.lock().labels)
@@ -169,8 +182,13 @@ fn run(
         match msg {
             Msg::Frame(start, frame) => {
                 let voiced_s = frame.len() as f64 / 16_000.0;
+                let end = start + frame.len() as u64;
                 let Some(window) = framer.push(start, &frame, &mut audio) else {
-                    lock().stats.voiced_s += voiced_s;
+                    let mut g = lock();
+                    g.stats.voiced_s += voiced_s;
+                    g.done_until = end;
+                    drop(g);
+                    shared.1.notify_all();
                     continue;
                 };
                 let t = std::time::Instant::now();
@@ -187,6 +205,9 @@ fn run(
                         g.error.get_or_insert(e.to_string());
                     }
                 }
+                g.done_until = end;
+                drop(g);
+                shared.1.notify_all();
             }
             Msg::Sync(token) => {
                 lock().synced = token;

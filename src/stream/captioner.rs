@@ -50,6 +50,13 @@ const MIN_SPLIT_S: f64 = 1.5;
 const MAX_SPLIT_DEPTH: u32 = 3;
 /// The cut never falls in the last this-many seconds (the current word).
 const CUT_GUARD_S: f64 = 0.3;
+/// Speaker changes are looked for in the embedding windows that end at least this long before
+/// the current frame: the diarization thread is normally done with them, so the captioner
+/// practically never waits, and the decision does not depend on the thread's progress.
+const CHANGE_HORIZON_MS: u32 = 256;
+/// A speaker-change cut is placed at the quietest frame within this many seconds of the
+/// estimated change.
+const CHANGE_SEARCH_S: f64 = 0.4;
 
 /// Errors of the captioning loop.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +148,10 @@ struct TrackDiarizer {
     worker: Diarizer,
     names: SpeakerNames,
     min_run_s: f64,
+    /// Ends (absolute samples) of the voiced frames sent and not yet past the change horizon.
+    sent: VecDeque<u64>,
+    /// Newest window index a change was looked for at.
+    last_checked: Option<u64>,
 }
 
 impl Captioner {
@@ -196,6 +207,8 @@ impl Captioner {
             worker,
             names: SpeakerNames::new(participant),
             min_run_s: settings.min_run_ms as f64 / 1000.0,
+            sent: VecDeque::new(),
+            last_checked: None,
         });
         Ok(self)
     }
@@ -297,6 +310,7 @@ impl Captioner {
             };
             if voiced {
                 d.worker.push_voiced(frame_start, frame);
+                d.sent.push_back(self.pos);
             }
         }
         let pad = ms_to_samples(s.speech_end_pad_ms);
@@ -377,6 +391,13 @@ impl Captioner {
         if seg.audio.len() as u64 >= max_len {
             return self.forced_cut(out);
         }
+        if let Some(cut) = self.speaker_change_cut()? {
+            return self.cut_at(cut, out);
+        }
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(());
+        };
+        let silence = seg.silence_frames as u64 * FRAME_SAMPLES as u64;
         if busy || !enough_speech {
             // optional work stays due and is done as soon as the input is caught up
             return Ok(());
@@ -496,9 +517,74 @@ impl Captioner {
         Ok(())
     }
 
+    /// With a diarizer: the frame (index in the open segment) where the segment should be cut
+    /// because the speaker changed, judged on the windows past the change horizon.
+    fn speaker_change_cut(&mut self) -> Result<Option<usize>, CaptionError> {
+        let Some(d) = self.diarizer.as_mut() else {
+            return Ok(None);
+        };
+        let horizon = self.pos.saturating_sub(ms_to_samples(CHANGE_HORIZON_MS));
+        let mut target = None;
+        while let Some(&e) = d.sent.front() {
+            if e > horizon {
+                break;
+            }
+            target = Some(e);
+            d.sent.pop_front();
+        }
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(None);
+        };
+        if let Some(t) = target {
+            let t0 = std::time::Instant::now();
+            if !d.worker.wait_until(t) {
+                d.worker.sync()?;
+            }
+            self.stats.diarize_wait_s += t0.elapsed().as_secs_f64();
+        }
+        let seg_start = seg.start as f64 / SAMPLE_RATE;
+        let found = d
+            .worker
+            .with_labels(|l| l.change_by(seg_start, horizon as f64 / SAMPLE_RATE));
+        let Some((k, change)) = found else {
+            return Ok(None);
+        };
+        if d.last_checked == Some(k) {
+            return Ok(None);
+        }
+        d.last_checked = Some(k);
+        let Some(change) = change else {
+            return Ok(None);
+        };
+        // the part before the change must be a run of its own
+        let n = seg.probs.len();
+        let at = ((change.at - seg_start) / FRAME_S).round();
+        let min_left = (d.min_run_s / FRAME_S).ceil() as usize;
+        let search = (CHANGE_SEARCH_S / FRAME_S) as usize;
+        if at < min_left as f64 || at as usize >= n {
+            return Ok(None);
+        }
+        let at = at as usize;
+        let lo = at.saturating_sub(search).max(min_left);
+        let hi = (at + search)
+            .min(n.saturating_sub((CUT_GUARD_S / FRAME_S) as usize))
+            .max(lo + 1)
+            .min(n);
+        if lo >= hi {
+            return Ok(None);
+        }
+        let mut cut = lo;
+        for i in lo..hi {
+            if seg.probs[i] < seg.probs[cut] {
+                cut = i;
+            }
+        }
+        Ok(Some(cut))
+    }
+
     /// Cuts an over-long segment at its quietest recent frame; the rest carries on.
     fn forced_cut(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
-        let mut seg = self.seg.take().expect("segment is open");
+        let seg = self.seg.as_ref().expect("segment is open");
         let n = seg.probs.len();
         let lo = n.saturating_sub((CUT_SEARCH_S / FRAME_S) as usize).max(1);
         let hi = n
@@ -510,6 +596,14 @@ impl Captioner {
                 cut = i;
             }
         }
+        self.cut_at(cut, out)
+    }
+
+    /// Ends the open segment at its frame `cut` (emitting its final); the rest carries on as a
+    /// new segment.
+    fn cut_at(&mut self, cut: usize, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        let mut seg = self.seg.take().expect("segment is open");
+        let cut = cut.clamp(1, seg.probs.len());
         let cut_sample = seg.start + (cut * FRAME_SAMPLES) as u64;
         let rest_audio = seg.audio.split_off(cut * FRAME_SAMPLES);
         let rest_probs = seg.probs.split_off(cut);
