@@ -136,8 +136,8 @@ pub struct DiarFigures {
 pub struct DiarSummary {
     pub files: usize,
     /// Mean DER over the files with reference speech, percent.
-    pub mean_der: f64,
-    pub max_der: f64,
+    pub mean_der: Option<f64>,
+    pub max_der: Option<f64>,
     /// Sum of |found − reference| speakers.
     pub speaker_count_error: usize,
     pub label_latency_p50: Option<f64>,
@@ -419,8 +419,8 @@ fn diar_summary(files: &[FileFigures]) -> DiarSummary {
         .sum();
     DiarSummary {
         files: d.len(),
-        mean_der: round3(ders.iter().sum::<f64>() / ders.len().max(1) as f64),
-        max_der: round3(ders.iter().copied().fold(0.0, f64::max)),
+        mean_der: (!ders.is_empty()).then(|| round3(ders.iter().sum::<f64>() / ders.len() as f64)),
+        max_der: (!ders.is_empty()).then(|| round3(ders.iter().copied().fold(0.0, f64::max))),
         speaker_count_error: d.iter().map(|x| x.speaker_count_error).sum(),
         label_latency_p50: q(0.5),
         label_latency_p95: q(0.95),
@@ -575,10 +575,10 @@ impl BenchReport {
             }
             let o = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
             s += &format!(
-                "  {} files: mean DER {:.2}%, max {:.2}%, speaker-count error {}, label latency p50 {} s p95 {} s, diarization CPU {:.3} s per audio second\n",
+                "  {} files: mean DER {}%, max {}%, speaker-count error {}, label latency p50 {} s p95 {} s, diarization CPU {:.3} s per audio second\n",
                 d.files,
-                d.mean_der,
-                d.max_der,
+                d.mean_der.map_or("-".into(), |v| format!("{v:.2}")),
+                d.max_der.map_or("-".into(), |v| format!("{v:.2}")),
                 d.speaker_count_error,
                 o(d.label_latency_p50),
                 o(d.label_latency_p95),
