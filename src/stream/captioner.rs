@@ -53,7 +53,7 @@ const CUT_GUARD_S: f64 = 0.3;
 /// Speaker changes are looked for in the embedding windows that end at least this long before
 /// the current frame: the diarization thread is normally done with them, so the captioner
 /// practically never waits, and the decision does not depend on the thread's progress.
-const CHANGE_HORIZON_MS: u32 = 256;
+const CHANGE_HORIZON_MS: u32 = 128;
 /// A speaker-change cut is placed at the quietest frame within this many seconds of the
 /// estimated change.
 const CHANGE_SEARCH_S: f64 = 0.4;
