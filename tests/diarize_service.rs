@@ -149,6 +149,20 @@ async fn diarized_track_labels_voices_and_renames_apply() {
         assert!(tokio::time::Instant::now() < deadline, "not finished: {b}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // the track's figures and metrics
+    let (_, b) = call("GET", format!("{admin}/rooms/desk"), None).await;
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["tracks"][0]["diarized"], true, "{b}");
+    assert_eq!(
+        v["tracks"][0]["speakers"],
+        serde_json::json!(["Desk", "Desk — voice 2"]),
+        "{b}"
+    );
+    let (_, m) = call("GET", format!("{admin}/metrics"), None).await;
+    assert!(
+        m.contains("soustitre_track_speakers{room=\"desk\",track=\"mix\"} 2"),
+        "{m}"
+    );
     // the captions as published
     let log = std::fs::read_to_string(dir.path().join("data/rooms/desk/captions.jsonl")).unwrap();
     let mut speakers: Vec<String> = Vec::new();

@@ -57,6 +57,11 @@ impl SpeakerNames {
         self.label_of_index(n)
     }
 
+    /// Number of labels given so far.
+    pub fn count(&self) -> usize {
+        self.order.len()
+    }
+
     /// Labels given so far, in order.
     pub fn labels(&self) -> Vec<String> {
         (1..=self.order.len())

@@ -305,7 +305,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(m, "soustitre_{name}{{room=\"{}\"}} {}", r.id, f(r));
         }
     }
-    let track_metrics: [TrackMetric; 6] = [
+    let track_metrics: [TrackMetric; 9] = [
         ("track_finals_total", "counter", "Finals emitted.", |t| {
             Some(t.stats.finals as f64)
         }),
@@ -330,6 +330,24 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("track_gap_seconds_total", "counter", "Audio lost.", |t| {
             Some(t.stats.gaps_s)
         }),
+        (
+            "track_diarize_seconds_total",
+            "counter",
+            "Speaker-embedding compute time (diarized tracks).",
+            |t| t.stats.diarized.then_some(t.stats.diarize_s),
+        ),
+        (
+            "track_diarize_wait_seconds_total",
+            "counter",
+            "Time the captioner waited for the diarization thread (diarized tracks).",
+            |t| t.stats.diarized.then_some(t.stats.diarize_wait_s),
+        ),
+        (
+            "track_speakers",
+            "gauge",
+            "Speaker labels given on the track (diarized tracks).",
+            |t| t.stats.diarized.then_some(t.stats.speakers.len() as f64),
+        ),
         (
             "track_last_final_latency_seconds",
             "gauge",

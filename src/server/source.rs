@@ -55,6 +55,14 @@ pub struct TrackStats {
     pub gaps_s: f64,
     /// Whether a caption of this track was emitted in the last few seconds.
     pub speaking: bool,
+    /// Whether the track is diarized.
+    pub diarized: bool,
+    /// Speaker-embedding compute time (diarization thread), seconds.
+    pub diarize_s: f64,
+    /// Time finals and speaker-change checks waited for the diarization thread, seconds.
+    pub diarize_wait_s: f64,
+    /// Speaker labels given so far.
+    pub speakers: Vec<String>,
     #[serde(skip)]
     last_event: Option<Instant>,
 }
@@ -79,6 +87,10 @@ impl Default for TrackStats {
             last_final_latency_s: None,
             audio_s: 0.0,
             asr_s: 0.0,
+            diarized: false,
+            diarize_s: 0.0,
+            diarize_wait_s: 0.0,
+            speakers: Vec::new(),
             plays: 0,
             gaps_s: 0.0,
             speaking: false,
@@ -286,6 +298,12 @@ fn run(
                         if let Ok(mut s) = stats.lock() {
                             s.audio_s = captioner.stats().audio_s;
                             s.asr_s = captioner.stats().asr_s;
+                            s.diarized = diarize.is_some();
+                            s.diarize_s = captioner.stats().diarize_s;
+                            s.diarize_wait_s = captioner.stats().diarize_wait_s;
+                            if s.speakers.len() != captioner.speaker_count() {
+                                s.speakers = captioner.speaker_labels();
+                            }
                         }
                     }
                     Ok(MediaEvent::Eos) | Err(_) => break,

@@ -213,6 +213,11 @@ impl Captioner {
         Ok(self)
     }
 
+    /// Number of labels given to finals so far (0 without diarization).
+    pub fn speaker_count(&self) -> usize {
+        self.diarizer.as_ref().map_or(0, |d| d.names.count())
+    }
+
     /// Labels given to finals so far (empty without diarization).
     pub fn speaker_labels(&self) -> Vec<String> {
         self.diarizer
