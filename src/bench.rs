@@ -6,6 +6,11 @@
 //! Figures: WER (streaming and offline, and their ratio), partial and final latency p50/p95 as
 //! `latency.py` defines them, real-time factor (inference seconds per audio second), process CPU
 //! seconds per audio second, and peak resident memory.
+//!
+//! With `--diarize`, every file is captioned with speaker diarization and, for files with an
+//! `.rttm` reference, the finals' speaker turns are scored with `score/der.py` (collar ±0.25 s):
+//! DER, speaker-count error, label latency (speech end → the final carrying its label:
+//! `emitted_at − end` of each labelled final) and diarization CPU per audio second.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,9 +19,12 @@ use serde::Serialize;
 
 use crate::asr::{DecodeOptions, Language};
 use crate::captions::{CaptionEvent, JsonlWriter};
+use crate::diarize::{
+    DEFAULT_JOIN_GAP_S, DiarizeSettings, speakers_of, turns_from_finals, write_rttm,
+};
 use crate::engine::{DEFAULT_MODEL, Engine, EngineError};
 use crate::media::{AudioSource, DecodeSettings, MediaEvent};
-use crate::run::{RunError, caption_input, peak_rss_bytes};
+use crate::run::{RunError, caption_input_diarized, peak_rss_bytes};
 use crate::stream::{LanguageSetting, StreamSettings};
 use crate::vad::FRAME_SAMPLES;
 
@@ -52,6 +60,9 @@ pub struct BenchArgs {
     /// Stream settings file (TOML).
     #[arg(long)]
     pub settings: Option<PathBuf>,
+    /// Caption with speaker diarization and score it on files with an `.rttm` reference.
+    #[arg(long)]
+    pub diarize: bool,
 }
 
 /// Errors of a benchmark run.
@@ -78,6 +89,7 @@ struct Item {
     wav: PathBuf,
     reference: PathBuf,
     language: Option<String>,
+    rttm: Option<PathBuf>,
 }
 
 /// Figures of one file.
@@ -97,6 +109,41 @@ pub struct FileFigures {
     pub partials: u64,
     pub finals: u64,
     pub skipped_partials: u64,
+    /// Diarization figures (with `--diarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diarization: Option<DiarFigures>,
+}
+
+/// Diarization figures of one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiarFigures {
+    /// DER (percent, collar ±0.25 s), when the reference has speech.
+    pub der: Option<f64>,
+    pub ref_speakers: usize,
+    pub hyp_speakers: usize,
+    /// |found − reference| speakers.
+    pub speaker_count_error: usize,
+    /// Speaker-embedding seconds per audio second (diarization thread).
+    pub cpu_per_audio_s: f64,
+    /// Seconds finals waited for the diarization thread.
+    pub wait_s: f64,
+    /// `emitted_at − end` of each labelled final, seconds.
+    pub label_latency_s: Vec<f64>,
+}
+
+/// Diarization figures over the files with an RTTM reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiarSummary {
+    pub files: usize,
+    /// Mean DER over the files with reference speech, percent.
+    pub mean_der: Option<f64>,
+    pub max_der: Option<f64>,
+    /// Sum of |found − reference| speakers.
+    pub speaker_count_error: usize,
+    pub label_latency_p50: Option<f64>,
+    pub label_latency_p95: Option<f64>,
+    /// Speaker-embedding seconds per audio second.
+    pub cpu_per_audio_s: f64,
 }
 
 /// Pooled WER of a group of files.
@@ -124,6 +171,9 @@ pub struct BenchReport {
     pub rtf: f64,
     pub cpu_per_audio_s: f64,
     pub peak_rss_mb: f64,
+    /// Diarization summary (with `--diarize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diarization: Option<DiarSummary>,
 }
 
 /// Runs the benchmark.
@@ -156,7 +206,12 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         .validate()
         .map_err(|e| BenchError::Settings(e.to_string()))?;
     std::fs::create_dir_all(&args.out_dir).map_err(|e| BenchError::Io(args.out_dir.clone(), e))?;
-    let engine = Engine::prepare_default(&args.model)?;
+    let engine = if args.diarize {
+        Engine::prepare_default_with_diarization(&args.model)?
+    } else {
+        Engine::prepare_default(&args.model)?
+    };
+    let diarize = args.diarize.then(DiarizeSettings::default);
     let mut files = Vec::new();
     let mut logs = Vec::new();
     let mut pairs_stream = Vec::new();
@@ -184,15 +239,20 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         };
         let input = item.wav.to_string_lossy().to_string();
         let mut write_err = None;
-        let report = caption_input(
+        let mut finals = Vec::new();
+        let report = caption_input_diarized(
             &input,
             &decode,
             &engine,
             &settings,
+            diarize.as_ref(),
             "mix",
             |ev: &CaptionEvent| {
                 if let Err(e) = log.write_event(ev) {
                     write_err.get_or_insert(e);
+                }
+                if ev.is_final() {
+                    finals.push(ev.clone());
                 }
             },
         )
@@ -216,6 +276,16 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
             .map_err(|e| BenchError::Io(off_path.clone(), e))?;
         let s = score_wer(&score_dir, &item.reference, &log_path)?;
         let o = score_wer(&score_dir, &item.reference, &off_path)?;
+        let diarization = match (&diarize, &item.rttm) {
+            (Some(_), Some(reference)) => Some(diar_figures(
+                &score_dir,
+                reference,
+                &args.out_dir.join(format!("{stem}.rttm")),
+                &finals,
+                &report,
+            )?),
+            _ => None,
+        };
         total_audio += report.audio_s;
         total_asr += report.stats.asr_s + report.stats.vad_s;
         total_cpu += report.cpu_s;
@@ -234,6 +304,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
             partials: report.stats.partials,
             finals: report.stats.finals,
             skipped_partials: report.stats.skipped_partials,
+            diarization,
         });
         if s.n > 0 {
             logs.push(log_path.clone());
@@ -247,6 +318,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         score_latency(&score_dir, &logs)?
     };
     let pooled = pool(&files);
+    let diarization = args.diarize.then(|| diar_summary(&files));
     Ok(BenchReport {
         model: args.model.clone(),
         realtime: !args.fast,
@@ -258,6 +330,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         rtf: round3(total_asr / total_audio.max(1e-9)),
         cpu_per_audio_s: round3(total_cpu / total_audio.max(1e-9)),
         peak_rss_mb: round3(peak_rss_bytes() as f64 / 1_048_576.0),
+        diarization,
     })
     .and_then(|r| {
         if let Some(p) = &args.json {
@@ -273,6 +346,113 @@ impl Engine {
     fn whisper_knows(&self, lang: &str) -> bool {
         self.model() != "whisper-tiny.en" || lang == "en"
     }
+}
+
+/// Scores the finals' speaker turns against `reference` and writes them to `hyp`.
+fn diar_figures(
+    score_dir: &Path,
+    reference: &Path,
+    hyp: &Path,
+    finals: &[CaptionEvent],
+    report: &crate::run::RunReport,
+) -> Result<DiarFigures, BenchError> {
+    let turns = turns_from_finals(finals, DEFAULT_JOIN_GAP_S);
+    let name = reference
+        .file_stem()
+        .map_or("recording".into(), |s| s.to_string_lossy().to_string());
+    let file = std::fs::File::create(hyp).map_err(|e| BenchError::Io(hyp.to_path_buf(), e))?;
+    write_rttm(std::io::BufWriter::new(file), &name, &turns)
+        .map_err(|e| BenchError::Io(hyp.to_path_buf(), e))?;
+    let ref_text =
+        std::fs::read_to_string(reference).map_err(|e| BenchError::Io(reference.into(), e))?;
+    let mut ref_speakers: Vec<&str> = ref_text
+        .lines()
+        .filter(|l| l.starts_with("SPEAKER"))
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .collect();
+    ref_speakers.sort_unstable();
+    ref_speakers.dedup();
+    let der = if ref_speakers.is_empty() {
+        None
+    } else {
+        Some(score_der(score_dir, reference, hyp)?)
+    };
+    let hyp_speakers = speakers_of(finals).len();
+    Ok(DiarFigures {
+        der,
+        ref_speakers: ref_speakers.len(),
+        hyp_speakers,
+        speaker_count_error: hyp_speakers.abs_diff(ref_speakers.len()),
+        cpu_per_audio_s: round3(report.stats.diarize_s / report.audio_s.max(1e-9)),
+        wait_s: round3(report.stats.diarize_wait_s),
+        label_latency_s: finals
+            .iter()
+            .filter(|e| e.speaker.is_some())
+            .map(|e| round3(e.emitted_at - e.end))
+            .collect(),
+    })
+}
+
+fn diar_summary(files: &[FileFigures]) -> DiarSummary {
+    let d: Vec<&DiarFigures> = files
+        .iter()
+        .filter_map(|f| f.diarization.as_ref())
+        .collect();
+    let ders: Vec<f64> = d.iter().filter_map(|x| x.der).collect();
+    let mut lat: Vec<f64> = d.iter().flat_map(|x| x.label_latency_s.clone()).collect();
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| -> Option<f64> {
+        (!lat.is_empty()).then(|| lat[((lat.len() - 1) as f64 * p).round() as usize])
+    };
+    let audio: f64 = files
+        .iter()
+        .filter(|f| f.diarization.is_some())
+        .map(|f| f.audio_s)
+        .sum();
+    let cpu: f64 = files
+        .iter()
+        .filter_map(|f| {
+            f.diarization
+                .as_ref()
+                .map(|d| d.cpu_per_audio_s * f.audio_s)
+        })
+        .sum();
+    DiarSummary {
+        files: d.len(),
+        mean_der: (!ders.is_empty()).then(|| round3(ders.iter().sum::<f64>() / ders.len() as f64)),
+        max_der: (!ders.is_empty()).then(|| round3(ders.iter().copied().fold(0.0, f64::max))),
+        speaker_count_error: d.iter().map(|x| x.speaker_count_error).sum(),
+        label_latency_p50: q(0.5),
+        label_latency_p95: q(0.95),
+        cpu_per_audio_s: round3(cpu / audio.max(1e-9)),
+    }
+}
+
+/// DER in percent from `der.py`.
+fn score_der(score_dir: &Path, reference: &Path, hyp: &Path) -> Result<f64, BenchError> {
+    let script = score_dir.join("der.py");
+    let err = |detail: String| BenchError::Scorer {
+        script: script.display().to_string(),
+        detail,
+    };
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(reference)
+        .arg(hyp)
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).to_string()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let i = text
+        .find("DER ")
+        .ok_or_else(|| err(format!("no DER in: {text}")))?;
+    text[i + 4..]
+        .split('%')
+        .next()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .ok_or_else(|| err(format!("no DER in: {text}")))
 }
 
 fn round3(x: f64) -> f64 {
@@ -379,6 +559,32 @@ impl BenchReport {
                 s += &format!("  {k:<24} {a:>6.3}  {b:>6.3}\n");
             }
         }
+        if let Some(d) = &self.diarization {
+            s += "\ndiarization                              DER%  spk(ref)  diar CPU/s\n";
+            for f in &self.files {
+                if let Some(x) = &f.diarization {
+                    s += &format!(
+                        "  {:<38} {:>6} {:>4}({:>2}) {:>10.3}\n",
+                        f.name,
+                        x.der.map_or("-".into(), |v| format!("{v:.2}")),
+                        x.hyp_speakers,
+                        x.ref_speakers,
+                        x.cpu_per_audio_s
+                    );
+                }
+            }
+            let o = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+            s += &format!(
+                "  {} files: mean DER {}%, max {}%, speaker-count error {}, label latency p50 {} s p95 {} s, diarization CPU {:.3} s per audio second\n",
+                d.files,
+                d.mean_der.map_or("-".into(), |v| format!("{v:.2}")),
+                d.max_der.map_or("-".into(), |v| format!("{v:.2}")),
+                d.speaker_count_error,
+                o(d.label_latency_p50),
+                o(d.label_latency_p95),
+                d.cpu_per_audio_s
+            );
+        }
         s += &format!(
             "\naudio {:.1} s, real-time factor {:.3}, CPU {:.3} s per audio second, peak RSS {:.0} MB\n",
             self.audio_s, self.rtf, self.cpu_per_audio_s, self.peak_rss_mb
@@ -423,11 +629,13 @@ fn discover(corpus: &Path, filter: Option<&str>) -> Result<Vec<Item>, BenchError
             .map(|e| wav.with_extension(e))
             .find(|p| p.exists());
         let Some(reference) = reference else { continue };
+        let rttm = Some(wav.with_extension("rttm")).filter(|p| p.exists());
         items.push(Item {
             language: language_hint(&wav),
             name,
             wav,
             reference,
+            rttm,
         });
     }
     Ok(items)

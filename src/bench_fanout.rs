@@ -1711,6 +1711,8 @@ pub fn run(args: &FanoutArgs) -> Result<FanoutReport, FanoutError> {
                 id: id.clone(),
                 stream: crate::stream::StreamSettings::default(),
                 sources: Vec::new(),
+                diarize: false,
+                diarization: Default::default(),
             };
             let room = server_rt
                 .block_on(service.state.create_room(cfg))

@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::auth::{AdminAuth, AuthSettings, InvalidAuthSetting, JwtAlgorithm, Secret, Verifier};
+use crate::diarize::DiarizeSettings;
 use crate::engine::{DEFAULT_MODEL, MODELS};
 use crate::models::Mirror;
 use crate::stream::StreamSettings;
@@ -211,6 +212,8 @@ impl Default for LimitsConfig {
 pub struct DefaultsFile {
     /// `[defaults.stream]`: the streaming policy of every room unless overridden.
     pub stream: StreamSettings,
+    /// `[defaults.diarization]`: speaker diarization knobs of the tracks that diarize.
+    pub diarization: DiarizeSettings,
 }
 
 /// `[models]` as written.
@@ -247,6 +250,10 @@ pub struct RoomFile {
     /// `[[rooms.sources]]`: inputs captioned from start.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// Label several speakers inside each track of the room (default off: a participant's
+    /// track is usually one person); a source's own `diarize` overrides it.
+    #[serde(default)]
+    pub diarize: bool,
 }
 
 /// A `[[rooms.sources]]` entry: one captioned track.
@@ -267,6 +274,10 @@ pub struct SourceConfig {
     /// Restart the input at its end (demo rooms fed from a file).
     #[serde(default, rename = "loop")]
     pub looped: bool,
+    /// Label several speakers inside this track (a shared microphone); unset: the room's
+    /// `diarize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diarize: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,6 +298,8 @@ pub struct ServiceConfig {
     pub limits: LimitsConfig,
     /// `[defaults.stream]`: settings of rooms created without overrides.
     pub default_stream: StreamSettings,
+    /// `[defaults.diarization]`: knobs of the tracks that diarize.
+    pub default_diarization: DiarizeSettings,
     pub models: ModelsConfig,
     /// Rooms to create at start, with their merged stream settings.
     pub rooms: Vec<RoomConfig>,
@@ -323,6 +336,22 @@ pub struct RoomConfig {
     /// `[defaults.stream]` with this room's overrides merged in, validated.
     pub stream: StreamSettings,
     pub sources: Vec<SourceConfig>,
+    /// Diarize the room's tracks unless a source says otherwise.
+    pub diarize: bool,
+    /// Diarization knobs (`[defaults.diarization]`), validated.
+    pub diarization: DiarizeSettings,
+}
+
+impl RoomConfig {
+    /// Whether `source` of this room is diarized.
+    pub fn diarizes(&self, source: &SourceConfig) -> bool {
+        source.diarize.unwrap_or(self.diarize)
+    }
+
+    /// Whether any track of the room is diarized.
+    pub fn any_diarized(&self) -> bool {
+        self.sources.iter().any(|s| self.diarizes(s))
+    }
 }
 
 /// A configuration that cannot be used. Every variant names where the problem is.
@@ -721,6 +750,10 @@ fn resolve(
     validate_limits(&limits)?;
 
     let default_stream = defaults.stream;
+    let default_diarization = defaults.diarization;
+    default_diarization
+        .validate()
+        .map_err(|e| ConfigError::invalid(format!("defaults.{}", e.field), e.reason))?;
     default_stream
         .validate()
         .map_err(|e| ConfigError::invalid(format!("defaults.stream.{}", e.field), e.reason))?;
@@ -819,6 +852,8 @@ fn resolve(
             id: room.id,
             stream,
             sources,
+            diarize: room.diarize,
+            diarization: default_diarization.clone(),
         });
     }
 
@@ -834,6 +869,7 @@ fn resolve(
         storage: StorageConfig { data_dir },
         limits,
         default_stream,
+        default_diarization,
         models,
         rooms: resolved,
     })

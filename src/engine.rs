@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::asr::{AsrError, ModelFiles, Whisper};
+use crate::diarize::{CampPlus, DiarizeError, DiarizeSettings, Diarizer};
 use crate::models::{ModelError, ModelStore};
 use crate::onnx::{self, OnnxError};
 use crate::paths::{self, PathsError};
@@ -16,6 +17,8 @@ pub const MODELS: [&str; 2] = ["whisper-base", "whisper-tiny.en"];
 pub const DEFAULT_MODEL: &str = "whisper-base";
 /// The VAD model bundle.
 pub const VAD_BUNDLE: &str = "silero-vad";
+/// The speaker-embedding bundle (diarization).
+pub const DIARIZE_BUNDLE: &str = "campplus";
 /// File name of the shared mel front end inside a Whisper bundle.
 pub const MEL_FILE: &str = "whisper80_conv.onnx";
 
@@ -34,6 +37,10 @@ pub enum EngineError {
     Asr(#[from] AsrError),
     #[error(transparent)]
     Caption(#[from] CaptionError),
+    #[error(transparent)]
+    Diarize(#[from] DiarizeError),
+    #[error("diarization was asked for but its model was not prepared")]
+    DiarizationNotPrepared,
 }
 
 /// Verified model files, ready to build captioners.
@@ -42,6 +49,7 @@ pub struct Engine {
     model: String,
     whisper: ModelFiles,
     vad: PathBuf,
+    campplus: Option<PathBuf>,
 }
 
 impl Engine {
@@ -66,7 +74,35 @@ impl Engine {
             model: model.to_string(),
             whisper,
             vad,
+            campplus: None,
         })
+    }
+
+    /// Also verifies (fetching if needed) the speaker-embedding model, for diarization.
+    pub fn with_diarization(mut self, store: &ModelStore) -> Result<Self, EngineError> {
+        let c = store.ensure(DIARIZE_BUNDLE)?;
+        self.campplus = Some(c.require("campplus_wave.onnx")?.to_path_buf());
+        Ok(self)
+    }
+
+    /// [`Engine::prepare_default`] with the diarization model.
+    pub fn prepare_default_with_diarization(model: &str) -> Result<Self, EngineError> {
+        let store = ModelStore::open_default()?;
+        Self::prepare(&store, model)?.with_diarization(&store)
+    }
+
+    /// True when the diarization model is prepared.
+    pub fn can_diarize(&self) -> bool {
+        self.campplus.is_some()
+    }
+
+    /// Loads a speaker-embedding model (its own session).
+    pub fn campplus(&self) -> Result<CampPlus, EngineError> {
+        let path = self
+            .campplus
+            .as_ref()
+            .ok_or(EngineError::DiarizationNotPrepared)?;
+        Ok(CampPlus::load(path)?)
     }
 
     /// With the default store (checkout or installed layout, default mirror).
@@ -104,5 +140,21 @@ impl Engine {
             self.vad()?,
             clock,
         )?)
+    }
+
+    /// A captioner for one track with speaker diarization (labels named after `participant`).
+    pub fn diarized_captioner(
+        &self,
+        settings: StreamSettings,
+        diarize: &DiarizeSettings,
+        track: &str,
+        participant: Option<String>,
+        clock: Box<dyn Fn() -> f64 + Send>,
+    ) -> Result<Captioner, EngineError> {
+        diarize.validate().map_err(CaptionError::from)?;
+        let worker = Diarizer::start(track, diarize, self.campplus()?)?;
+        Ok(self
+            .captioner(settings, track, clock)?
+            .with_diarizer(worker, diarize, participant)?)
     }
 }

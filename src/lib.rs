@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_fanout;
 pub mod captions;
 pub mod config;
+pub mod diarize;
 pub mod engine;
 pub mod hub;
 pub mod media;

@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use soustitre::captions::{
     CaptionEvent, CueSettings, JsonlWriter, TerminalRenderer, build_cues, to_srt, to_vtt,
 };
+use soustitre::diarize::{
+    DEFAULT_JOIN_GAP_S, DiarizeSettings, speakers_of, turns_from_finals, write_rttm,
+};
 use soustitre::engine::{DEFAULT_MODEL, Engine};
 use soustitre::media::DecodeSettings;
 use soustitre::models::ModelStore;
@@ -169,6 +172,18 @@ struct TranscribeArgs {
     /// Print nothing on the terminal.
     #[arg(long, short)]
     quiet: bool,
+    /// Label speakers inside the track (several voices on one input).
+    #[arg(long)]
+    diarize: bool,
+    /// Write the speaker turns (RTTM) here; needs --diarize.
+    #[arg(long, requires = "diarize")]
+    rttm: Option<PathBuf>,
+    /// Most speakers found (with --diarize).
+    #[arg(long, requires = "diarize")]
+    max_speakers: Option<u32>,
+    /// Cosine similarity under which a voice is new (with --diarize).
+    #[arg(long, requires = "diarize")]
+    speaker_similarity: Option<f32>,
 }
 
 fn main() -> ExitCode {
@@ -243,10 +258,30 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         ..Default::default()
     };
     cue_settings.validate()?;
-    for out in [&args.events, &args.vtt, &args.srt].into_iter().flatten() {
+    for out in [&args.events, &args.vtt, &args.srt, &args.rttm]
+        .into_iter()
+        .flatten()
+    {
         check_writable(out)?;
     }
-    let engine = Engine::prepare_default(&args.caption.model)?;
+    let diarize = if args.diarize {
+        let mut d = DiarizeSettings::default();
+        if let Some(v) = args.max_speakers {
+            d.max_speakers = v;
+        }
+        if let Some(v) = args.speaker_similarity {
+            d.new_speaker_similarity = v;
+        }
+        d.validate()?;
+        Some(d)
+    } else {
+        None
+    };
+    let engine = if args.diarize {
+        Engine::prepare_default_with_diarization(&args.caption.model)?
+    } else {
+        Engine::prepare_default(&args.caption.model)?
+    };
     let decode = DecodeSettings {
         realtime: args.realtime,
         ..Default::default()
@@ -260,11 +295,12 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
     let mut term = (!args.quiet).then(TerminalRenderer::stdout);
     let mut finals: Vec<CaptionEvent> = Vec::new();
     let mut io_error: Option<std::io::Error> = None;
-    let report = soustitre::run::caption_input(
+    let report = soustitre::run::caption_input_diarized(
         &args.input,
         &decode,
         &engine,
         &settings,
+        diarize.as_ref(),
         &args.track,
         |ev| {
             if let Some(log) = log.as_mut()
@@ -297,6 +333,27 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
     if let Some(p) = &args.srt {
         std::fs::write(p, to_srt(&cues))
             .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.rttm {
+        let turns = turns_from_finals(&finals, DEFAULT_JOIN_GAP_S);
+        let name = Path::new(&args.input)
+            .file_stem()
+            .map_or_else(|| "recording".into(), |s| s.to_string_lossy().to_string());
+        let f =
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        write_rttm(&mut w, &name, &turns)
+            .and_then(|_| std::io::Write::flush(&mut w))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if args.diarize {
+        eprintln!(
+            "speakers: {} (embedding {:.2} s for {} windows, finals waited {:.2} s)",
+            speakers_of(&finals).len(),
+            report.stats.diarize_s,
+            report.stats.diarize_windows,
+            report.stats.diarize_wait_s
+        );
     }
     eprintln!(
         "{} finals, {:.1} s of audio in {:.1} s; compute {:.2} s per audio second (ASR {:.2} s, VAD {:.2} s)",

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, bounded};
 
 use crate::captions::CaptionEvent;
+use crate::diarize::{DiarizeSettings, Diarizer};
 use crate::engine::{Engine, EngineError};
 use crate::media::{AudioSource, DecodeSettings, MediaError, MediaEvent};
 use crate::stream::{CaptionError, CaptionerStats, StreamSettings};
@@ -55,9 +56,26 @@ pub fn caption_input(
     engine: &Engine,
     settings: &StreamSettings,
     track: &str,
+    on_event: impl FnMut(&CaptionEvent),
+) -> Result<RunReport, RunError> {
+    caption_input_diarized(input, decode, engine, settings, None, track, on_event)
+}
+
+/// [`caption_input`], with speaker diarization when `diarize` is given (the engine must have
+/// its diarization model, see [`Engine::with_diarization`]).
+pub fn caption_input_diarized(
+    input: &str,
+    decode: &DecodeSettings,
+    engine: &Engine,
+    settings: &StreamSettings,
+    diarize: Option<&DiarizeSettings>,
+    track: &str,
     mut on_event: impl FnMut(&CaptionEvent),
 ) -> Result<RunReport, RunError> {
     settings.validate().map_err(CaptionError::from)?;
+    if let Some(d) = diarize {
+        d.validate().map_err(CaptionError::from)?;
+    }
     crate::media::init()?;
     // load models before the audio starts flowing, so loading is not counted as latency
     let whisper = engine.whisper()?;
@@ -66,7 +84,12 @@ pub fn caption_input(
     let source = AudioSource::open(input, decode)?;
     let origin = source.started_at().unwrap_or_else(Instant::now);
     let clock = Box::new(move || origin.elapsed().as_secs_f64());
-    let captioner = crate::stream::Captioner::new(settings.clone(), track, whisper, vad, clock)?;
+    let mut captioner =
+        crate::stream::Captioner::new(settings.clone(), track, whisper, vad, clock)?;
+    if let Some(d) = diarize {
+        let worker = Diarizer::start(track, d, engine.campplus()?).map_err(EngineError::from)?;
+        captioner = captioner.with_diarizer(worker, d, None)?;
+    }
     let media_rx = source.receiver().clone();
     let (ev_tx, ev_rx) = bounded::<WorkerMsg>(EVENT_QUEUE);
     let worker = std::thread::Builder::new()

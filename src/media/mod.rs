@@ -121,6 +121,8 @@
 mod description;
 mod imp;
 mod rtp;
+mod wav;
+pub use wav::{WavError, read_wav_mono16k};
 
 pub use rtp::{
     DEFAULT_JITTER_MS, DEFAULT_RTP_PAYLOAD, MAX_JITTER_MS, MAX_RTP_PAYLOAD, MIN_RTP_PAYLOAD,

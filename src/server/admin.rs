@@ -24,6 +24,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/rooms/{room}", get(show).delete(delete))
         .route("/rooms/{room}/stop", post(stop))
         .route("/rooms/{room}/token", post(token))
+        .route("/rooms/{room}/speakers/rename", post(rename_speaker))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), admin_auth))
         .with_state(state)
@@ -78,6 +79,9 @@ struct CreateRoom {
     stream: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     sources: Vec<SourceConfig>,
+    /// Diarize the room's tracks (unless a source says otherwise).
+    #[serde(default)]
+    diarize: bool,
 }
 
 async fn create(
@@ -106,6 +110,8 @@ async fn create(
         id: req.id,
         stream,
         sources: req.sources,
+        diarize: req.diarize,
+        diarization: state.config.default_diarization.clone(),
     };
     let st = state.clone();
     match st.create_room(cfg).await {
@@ -113,6 +119,39 @@ async fn create(
         Err(e @ RoomError::Exists(_)) => error(StatusCode::CONFLICT, e.to_string()),
         Err(e @ RoomError::TooMany(_)) => error(StatusCode::TOO_MANY_REQUESTS, e.to_string()),
         Err(e @ RoomError::DuplicateTrack(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /rooms/{room}/speakers/rename` body: speaker `label` of `track` is shown as `name`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RenameSpeaker {
+    track: String,
+    label: String,
+    name: String,
+}
+
+/// Renames a speaker label of a track ("voice 2 = Marie"): later captions carry the name, the
+/// room's participant list (the `participants` message) lists it, and exports apply it.
+async fn rename_speaker(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    body: Result<Json<RenameSpeaker>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let Some(r) = state.room(&room).await else {
+        return error(StatusCode::NOT_FOUND, "no such room");
+    };
+    match r.rename_speaker(&req.track, &req.label, &req.name) {
+        Ok(speakers) => {
+            Json(serde_json::json!({"track": req.track, "speakers": speakers})).into_response()
+        }
+        Err(e @ RoomError::NoSuchTrack(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ RoomError::Rename(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
@@ -266,7 +305,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(m, "soustitre_{name}{{room=\"{}\"}} {}", r.id, f(r));
         }
     }
-    let track_metrics: [TrackMetric; 6] = [
+    let track_metrics: [TrackMetric; 9] = [
         ("track_finals_total", "counter", "Finals emitted.", |t| {
             Some(t.stats.finals as f64)
         }),
@@ -291,6 +330,24 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ("track_gap_seconds_total", "counter", "Audio lost.", |t| {
             Some(t.stats.gaps_s)
         }),
+        (
+            "track_diarize_seconds_total",
+            "counter",
+            "Speaker-embedding compute time (diarized tracks).",
+            |t| t.stats.diarized.then_some(t.stats.diarize_s),
+        ),
+        (
+            "track_diarize_wait_seconds_total",
+            "counter",
+            "Time the captioner waited for the diarization thread (diarized tracks).",
+            |t| t.stats.diarized.then_some(t.stats.diarize_wait_s),
+        ),
+        (
+            "track_speakers",
+            "gauge",
+            "Speaker labels given on the track (diarized tracks).",
+            |t| t.stats.diarized.then_some(t.stats.speakers.len() as f64),
+        ),
         (
             "track_last_final_latency_seconds",
             "gauge",

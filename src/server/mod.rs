@@ -115,9 +115,18 @@ impl Service {
             ),
         };
         let model = config.models.model.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::prepare(&store, &model))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        // the diarization model is prepared when a configured room diarizes any track
+        let diarize = config.rooms.iter().any(|r| r.any_diarized());
+        let engine = tokio::task::spawn_blocking(move || {
+            let e = Engine::prepare(&store, &model)?;
+            if diarize {
+                e.with_diarization(&store)
+            } else {
+                Ok(e)
+            }
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
         let bind = |addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
                 .await
@@ -232,8 +241,11 @@ pub fn demo_room(corpus: &std::path::Path) -> RoomConfig {
                 participant: Some(format!("speaker-{}", t.to_ascii_lowercase())),
                 name: Some(format!("Speaker {t}")),
                 looped: true,
+                diarize: None,
             })
             .collect(),
+        diarize: false,
+        diarization: Default::default(),
     }
 }
 

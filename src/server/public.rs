@@ -219,6 +219,8 @@ impl Transcript {
     /// Reads a room log (JSONL of room messages); unreadable lines are skipped with a warning.
     pub fn from_log(text: &str) -> Transcript {
         let mut names: BTreeMap<String, String> = BTreeMap::new();
+        // speaker renames per track (label → name), from the latest participant list
+        let mut renames: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
         // one final per segment: each final is its own entry, in room seq order
         let mut finals: Vec<(u64, CaptionEvent)> = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -230,7 +232,12 @@ impl Transcript {
                     finals.push((c.seq, c.event))
                 }
                 Ok(ServerMessage::Participants(p)) => {
+                    renames.clear();
                     for x in p.participants {
+                        renames.insert(
+                            x.track.clone(),
+                            x.speakers.into_iter().map(|s| (s.label, s.name)).collect(),
+                        );
                         names.insert(x.track, x.name);
                     }
                 }
@@ -242,6 +249,11 @@ impl Transcript {
         for (_, e) in finals.iter_mut() {
             if e.speaker.is_none() {
                 e.speaker = names.get(&e.track).cloned();
+            }
+            if let (Some(s), Some(r)) = (&mut e.speaker, renames.get(&e.track))
+                && let Some(n) = r.get(s.as_str())
+            {
+                *s = n.clone();
             }
         }
         finals.sort_by_key(|(seq, _)| *seq);

@@ -1,14 +1,16 @@
 //! A room: its hub (seq, durable log, subscribers) and its captioned sources.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::config::{RoomConfig, SourceConfig};
+use crate::diarize::{RenameError, Renames};
 use crate::engine::Engine;
 use crate::hub::{Hub, HubError, HubSettings, HubStats, LOG_FILE_NAME};
-use crate::protocol::Participant;
+use crate::protocol::{Participant, Speaker};
 use crate::stream::StreamSettings;
 
 use super::source::{SourceHandle, TrackStats};
@@ -26,7 +28,15 @@ pub enum RoomError {
     Hub(#[from] HubError),
     #[error("cannot start a source thread: {0}")]
     Thread(#[from] std::io::Error),
+    #[error("no track `{0}` in this room")]
+    NoSuchTrack(String),
+    #[error("cannot rename: {0}")]
+    Rename(#[from] RenameError),
 }
+
+/// Speaker renames of a room, per track (shared with the sources, which apply them to the
+/// events they publish).
+pub type RoomRenames = Arc<Mutex<HashMap<String, Renames>>>;
 
 /// What the operator API shows of a room.
 #[derive(Debug, Clone, Serialize)]
@@ -64,6 +74,8 @@ pub struct Room {
     sources: Mutex<Vec<SourceHandle>>,
     stopped: Mutex<bool>,
     log_path: PathBuf,
+    participants: Vec<Participant>,
+    renames: RoomRenames,
 }
 
 impl Room {
@@ -95,14 +107,18 @@ impl Room {
             })
             .collect();
         if !participants.is_empty() {
-            hub.publish_participants(participants)?;
+            hub.publish_participants(participants.clone())?;
         }
+        let renames: RoomRenames = Arc::default();
         let mut sources = Vec::new();
-        for s in cfg.sources {
+        for s in cfg.sources.iter().cloned() {
+            let diarize = cfg.diarizes(&s).then(|| cfg.diarization.clone());
             sources.push(SourceHandle::start(
                 s,
                 engine.clone(),
                 cfg.stream.clone(),
+                diarize,
+                renames.clone(),
                 hub.clone(),
             )?);
         }
@@ -114,7 +130,46 @@ impl Room {
             sources: Mutex::new(sources),
             stopped: Mutex::new(false),
             log_path,
+            participants,
+            renames,
         })
+    }
+
+    /// Names speaker `label` of `track` as `name` for the captions published from now on and
+    /// for exports, and publishes the participant list with the track's renamed speakers
+    /// (`participants` message). Returns the track's renames.
+    pub fn rename_speaker(
+        &self,
+        track: &str,
+        label: &str,
+        name: &str,
+    ) -> Result<Vec<Speaker>, RoomError> {
+        if !self.participants.iter().any(|p| p.track == track) {
+            return Err(RoomError::NoSuchTrack(track.to_string()));
+        }
+        let (speakers, participants) = {
+            let mut all = self.renames.lock().unwrap_or_else(|e| e.into_inner());
+            all.entry(track.to_string()).or_default().set(label, name)?;
+            let speakers_of = |t: &str| -> Vec<Speaker> {
+                all.get(t).map_or_else(Vec::new, |r| {
+                    r.entries()
+                        .into_iter()
+                        .map(|(label, name)| Speaker { label, name })
+                        .collect()
+                })
+            };
+            let participants: Vec<Participant> = self
+                .participants
+                .iter()
+                .map(|p| Participant {
+                    speakers: speakers_of(&p.track),
+                    ..p.clone()
+                })
+                .collect();
+            (speakers_of(track), participants)
+        };
+        self.hub.publish_participants(participants)?;
+        Ok(speakers)
     }
 
     pub fn id(&self) -> &str {

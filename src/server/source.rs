@@ -16,11 +16,14 @@ use serde::Serialize;
 
 use crate::captions::CaptionEvent;
 use crate::config::SourceConfig;
+use crate::diarize::DiarizeSettings;
 use crate::engine::Engine;
 use crate::hub::Hub;
 use crate::media::{AudioSource, DecodeSettings, MediaEvent};
 use crate::protocol::GapReason;
 use crate::stream::StreamSettings;
+
+use super::room::RoomRenames;
 
 /// Lifecycle of a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -52,6 +55,14 @@ pub struct TrackStats {
     pub gaps_s: f64,
     /// Whether a caption of this track was emitted in the last few seconds.
     pub speaking: bool,
+    /// Whether the track is diarized.
+    pub diarized: bool,
+    /// Speaker-embedding compute time (diarization thread), seconds.
+    pub diarize_s: f64,
+    /// Time finals and speaker-change checks waited for the diarization thread, seconds.
+    pub diarize_wait_s: f64,
+    /// Speaker labels given so far.
+    pub speakers: Vec<String>,
     #[serde(skip)]
     last_event: Option<Instant>,
 }
@@ -76,6 +87,10 @@ impl Default for TrackStats {
             last_final_latency_s: None,
             audio_s: 0.0,
             asr_s: 0.0,
+            diarized: false,
+            diarize_s: 0.0,
+            diarize_wait_s: 0.0,
+            speakers: Vec::new(),
             plays: 0,
             gaps_s: 0.0,
             speaking: false,
@@ -109,6 +124,8 @@ impl SourceHandle {
         spec: SourceConfig,
         engine: Engine,
         settings: StreamSettings,
+        diarize: Option<DiarizeSettings>,
+        renames: RoomRenames,
         hub: Hub,
     ) -> std::io::Result<Self> {
         let stats = Arc::new(Mutex::new(TrackStats::default()));
@@ -117,7 +134,11 @@ impl SourceHandle {
             let (spec, stats) = (spec.clone(), stats.clone());
             std::thread::Builder::new()
                 .name(format!("track-{}", spec.track))
-                .spawn(move || run(spec, engine, settings, hub, stats, stop_rx))?
+                .spawn(move || {
+                    run(
+                        spec, engine, settings, diarize, renames, hub, stats, stop_rx,
+                    )
+                })?
         };
         Ok(Self {
             spec,
@@ -161,10 +182,13 @@ fn set_state(stats: &Mutex<TrackStats>, state: TrackState, error: Option<String>
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     spec: SourceConfig,
     engine: Engine,
     settings: StreamSettings,
+    diarize: Option<DiarizeSettings>,
+    renames: RoomRenames,
     hub: Hub,
     stats: Arc<Mutex<TrackStats>>,
     stop: Receiver<()>,
@@ -174,7 +198,12 @@ fn run(
         let origin = origin.clone();
         Box::new(move || origin.get().map_or(0.0, |t| t.elapsed().as_secs_f64()))
     };
-    let mut captioner = match engine.captioner(settings, &spec.track, clock) {
+    let speaker = spec.name.clone().or_else(|| spec.participant.clone());
+    let made = match &diarize {
+        Some(d) => engine.diarized_captioner(settings, d, &spec.track, speaker.clone(), clock),
+        None => engine.captioner(settings, &spec.track, clock),
+    };
+    let mut captioner = match made {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(track = %spec.track, "cannot start the captioner: {e}");
@@ -182,7 +211,6 @@ fn run(
             return;
         }
     };
-    let speaker = spec.name.clone().or_else(|| spec.participant.clone());
     // segment ids restart with each captioner: prefix them with this run's start time so that
     // ids stay unique in the room's log across service restarts
     let run_id = std::time::SystemTime::now()
@@ -193,6 +221,13 @@ fn run(
             ev.segment_id = format!("{run_id:x}-{}", ev.segment_id);
             if ev.speaker.is_none() {
                 ev.speaker = speaker.clone();
+            }
+            if let Some(r) = renames
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&spec.track)
+            {
+                r.apply(&mut ev);
             }
             if let Ok(mut s) = stats.lock() {
                 s.last_event = Some(Instant::now());
@@ -263,6 +298,12 @@ fn run(
                         if let Ok(mut s) = stats.lock() {
                             s.audio_s = captioner.stats().audio_s;
                             s.asr_s = captioner.stats().asr_s;
+                            s.diarized = diarize.is_some();
+                            s.diarize_s = captioner.stats().diarize_s;
+                            s.diarize_wait_s = captioner.stats().diarize_wait_s;
+                            if s.speakers.len() != captioner.speaker_count() {
+                                s.speakers = captioner.speaker_labels();
+                            }
                         }
                     }
                     Ok(MediaEvent::Eos) | Err(_) => break,

@@ -13,11 +13,20 @@
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s.
+//!
+//! With a diarizer ([`Captioner::with_diarizer`]) every voiced frame also goes to the track's
+//! diarization worker (its own thread, see [`crate::diarize`]). Partials carry the provisional
+//! speaker of the latest embedding window without waiting; a final waits for the worker to have
+//! seen every frame so far, labels each word with its speaker and is split into one final per
+//! speaker run (the first run keeps the segment id, later runs get new ids), so a final never
+//! mixes speakers and its label is never revised.
 
 use std::collections::VecDeque;
 
 use crate::asr::{AsrError, DecodeOptions, Decoded, Guard, Language, TIMESTAMP_STEP_S, Whisper};
 use crate::captions::{CaptionEvent, EventKind, Word};
+use crate::diarize::track::speaker_runs;
+use crate::diarize::{DiarizeError, DiarizeSettings, Diarizer, SpeakerNames};
 use crate::onnx::OnnxError;
 use crate::vad::{FRAME_SAMPLES, SileroVad};
 
@@ -41,6 +50,13 @@ const MIN_SPLIT_S: f64 = 1.5;
 const MAX_SPLIT_DEPTH: u32 = 3;
 /// The cut never falls in the last this-many seconds (the current word).
 const CUT_GUARD_S: f64 = 0.3;
+/// Speaker changes are looked for in the embedding windows that end at least this long before
+/// the current frame: the diarization thread is normally done with them, so the captioner
+/// practically never waits, and the decision does not depend on the thread's progress.
+const CHANGE_HORIZON_MS: u32 = 128;
+/// A speaker-change cut is placed at the quietest frame within this many seconds of the
+/// estimated change.
+const CHANGE_SEARCH_S: f64 = 0.4;
 
 /// Errors of the captioning loop.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +67,8 @@ pub enum CaptionError {
     Vad(#[from] OnnxError),
     #[error(transparent)]
     Settings(#[from] InvalidSetting),
+    #[error(transparent)]
+    Diarize(#[from] DiarizeError),
 }
 
 /// Counters of one captioner, for benchmarks and metrics.
@@ -72,6 +90,12 @@ pub struct CaptionerStats {
     pub speculative_misses: u64,
     /// Decodes cut or dropped by a hallucination guard.
     pub guarded: u64,
+    /// Seconds spent in the speaker-embedding model (on the diarization thread).
+    pub diarize_s: f64,
+    /// Speaker-embedding windows computed.
+    pub diarize_windows: u64,
+    /// Seconds the finals waited for the diarization thread.
+    pub diarize_wait_s: f64,
 }
 
 struct Segment {
@@ -116,6 +140,18 @@ pub struct Captioner {
     locked_language: Option<String>,
     clock: Box<dyn Fn() -> f64 + Send>,
     stats: CaptionerStats,
+    diarizer: Option<TrackDiarizer>,
+}
+
+/// The diarization side of a captioner.
+struct TrackDiarizer {
+    worker: Diarizer,
+    names: SpeakerNames,
+    min_run_s: f64,
+    /// Ends (absolute samples) of the voiced frames sent and not yet past the change horizon.
+    sent: VecDeque<u64>,
+    /// Newest window index a change was looked for at.
+    last_checked: Option<u64>,
 }
 
 impl Captioner {
@@ -154,7 +190,39 @@ impl Captioner {
             locked_language: None,
             clock,
             stats: CaptionerStats::default(),
+            diarizer: None,
         })
+    }
+
+    /// Adds diarization: `worker` gets the voiced frames; labels are named after `participant`
+    /// (see [`SpeakerNames`]).
+    pub fn with_diarizer(
+        mut self,
+        worker: Diarizer,
+        settings: &DiarizeSettings,
+        participant: Option<String>,
+    ) -> Result<Self, CaptionError> {
+        settings.validate()?;
+        self.diarizer = Some(TrackDiarizer {
+            worker,
+            names: SpeakerNames::new(participant),
+            min_run_s: settings.min_run_ms as f64 / 1000.0,
+            sent: VecDeque::new(),
+            last_checked: None,
+        });
+        Ok(self)
+    }
+
+    /// Number of labels given to finals so far (0 without diarization).
+    pub fn speaker_count(&self) -> usize {
+        self.diarizer.as_ref().map_or(0, |d| d.names.count())
+    }
+
+    /// Labels given to finals so far (empty without diarization).
+    pub fn speaker_labels(&self) -> Vec<String> {
+        self.diarizer
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.names.labels())
     }
 
     /// Counters so far.
@@ -240,6 +308,16 @@ impl Captioner {
         let frame_start = self.pos;
         self.pos += FRAME_SAMPLES as u64;
         let s = &self.settings;
+        if let Some(d) = self.diarizer.as_mut() {
+            let voiced = match self.seg {
+                Some(_) => p >= s.vad_release,
+                None => p >= s.vad_threshold,
+            };
+            if voiced {
+                d.worker.push_voiced(frame_start, frame);
+                d.sent.push_back(self.pos);
+            }
+        }
         let pad = ms_to_samples(s.speech_end_pad_ms);
 
         let Some(seg) = self.seg.as_mut() else {
@@ -318,6 +396,13 @@ impl Captioner {
         if seg.audio.len() as u64 >= max_len {
             return self.forced_cut(out);
         }
+        if let Some(cut) = self.speaker_change_cut()? {
+            return self.cut_at(cut, out);
+        }
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(());
+        };
+        let silence = seg.silence_frames as u64 * FRAME_SAMPLES as u64;
         if busy || !enough_speech {
             // optional work stays due and is done as soon as the input is caught up
             return Ok(());
@@ -425,15 +510,86 @@ impl Captioner {
         let t1 = seg.last_voiced_end as f64 / SAMPLE_RATE;
         let timed = spread_words(&words, t0, t1, &voiced);
         let language = d.language.clone().or_else(|| Some("en".into()));
-        let ev = self.make_event(EventKind::Partial, timed, stable_text, language);
+        let mut ev = self.make_event(EventKind::Partial, timed, stable_text, language);
+        if let Some(d) = &self.diarizer {
+            ev.speaker = d
+                .worker
+                .with_labels(|l| l.current())
+                .map(|s| d.names.provisional(s));
+        }
         self.stats.partials += 1;
         out.push(ev);
         Ok(())
     }
 
+    /// With a diarizer: the frame (index in the open segment) where the segment should be cut
+    /// because the speaker changed, judged on the windows past the change horizon.
+    fn speaker_change_cut(&mut self) -> Result<Option<usize>, CaptionError> {
+        let Some(d) = self.diarizer.as_mut() else {
+            return Ok(None);
+        };
+        let horizon = self.pos.saturating_sub(ms_to_samples(CHANGE_HORIZON_MS));
+        let mut target = None;
+        while let Some(&e) = d.sent.front() {
+            if e > horizon {
+                break;
+            }
+            target = Some(e);
+            d.sent.pop_front();
+        }
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(None);
+        };
+        if let Some(t) = target {
+            let t0 = std::time::Instant::now();
+            if !d.worker.wait_until(t) {
+                d.worker.sync()?;
+            }
+            self.stats.diarize_wait_s += t0.elapsed().as_secs_f64();
+        }
+        let seg_start = seg.start as f64 / SAMPLE_RATE;
+        let found = d
+            .worker
+            .with_labels(|l| l.change_by(seg_start, horizon as f64 / SAMPLE_RATE));
+        let Some((k, change)) = found else {
+            return Ok(None);
+        };
+        if d.last_checked == Some(k) {
+            return Ok(None);
+        }
+        d.last_checked = Some(k);
+        let Some(change) = change else {
+            return Ok(None);
+        };
+        // the part before the change must be a run of its own
+        let n = seg.probs.len();
+        let at = ((change.at - seg_start) / FRAME_S).round();
+        let min_left = (d.min_run_s / FRAME_S).ceil() as usize;
+        let search = (CHANGE_SEARCH_S / FRAME_S) as usize;
+        if at < min_left as f64 || at as usize >= n {
+            return Ok(None);
+        }
+        let at = at as usize;
+        let lo = at.saturating_sub(search).max(min_left);
+        let hi = (at + search)
+            .min(n.saturating_sub((CUT_GUARD_S / FRAME_S) as usize))
+            .max(lo + 1)
+            .min(n);
+        if lo >= hi {
+            return Ok(None);
+        }
+        let mut cut = lo;
+        for i in lo..hi {
+            if seg.probs[i] < seg.probs[cut] {
+                cut = i;
+            }
+        }
+        Ok(Some(cut))
+    }
+
     /// Cuts an over-long segment at its quietest recent frame; the rest carries on.
     fn forced_cut(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
-        let mut seg = self.seg.take().expect("segment is open");
+        let seg = self.seg.as_ref().expect("segment is open");
         let n = seg.probs.len();
         let lo = n.saturating_sub((CUT_SEARCH_S / FRAME_S) as usize).max(1);
         let hi = n
@@ -445,6 +601,14 @@ impl Captioner {
                 cut = i;
             }
         }
+        self.cut_at(cut, out)
+    }
+
+    /// Ends the open segment at its frame `cut` (emitting its final); the rest carries on as a
+    /// new segment.
+    fn cut_at(&mut self, cut: usize, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        let mut seg = self.seg.take().expect("segment is open");
+        let cut = cut.clamp(1, seg.probs.len());
         let cut_sample = seg.start + (cut * FRAME_SAMPLES) as u64;
         let rest_audio = seg.audio.split_off(cut * FRAME_SAMPLES);
         let rest_probs = seg.probs.split_off(cut);
@@ -514,17 +678,63 @@ impl Captioner {
             return Ok(());
         }
         self.seg = Some(seg);
-        let text = timed
-            .iter()
-            .map(|w| w.text.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
         let language = language.or_else(|| Some("en".into()));
-        let ev = self.make_event(EventKind::Final, timed, text, language);
+        let runs = self.speaker_runs(&timed)?;
+        let mut rest = timed;
+        for (i, (n, speaker)) in runs.into_iter().enumerate() {
+            let tail = rest.split_off(n.min(rest.len()));
+            let words = std::mem::replace(&mut rest, tail);
+            if i > 0
+                && let Some(seg) = self.seg.as_mut()
+            {
+                // a later speaker run is a segment of its own
+                seg.id = None;
+                seg.revision = 0;
+            }
+            let text = words
+                .iter()
+                .map(|w| w.text.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut ev = self.make_event(EventKind::Final, words, text, language.clone());
+            ev.speaker = speaker;
+            self.stats.finals += 1;
+            out.push(ev);
+        }
         self.seg = None;
-        self.stats.finals += 1;
-        out.push(ev);
         Ok(())
+    }
+
+    /// Cuts the words of a final into speaker runs: `(word count, label)` per run, in order.
+    /// Without diarization, one run of every word and no label.
+    fn speaker_runs(
+        &mut self,
+        timed: &[TimedWord],
+    ) -> Result<Vec<(usize, Option<String>)>, CaptionError> {
+        let Some(d) = self.diarizer.as_mut() else {
+            return Ok(vec![(timed.len(), None)]);
+        };
+        let t = std::time::Instant::now();
+        d.worker.sync()?;
+        self.stats.diarize_wait_s += t.elapsed().as_secs_f64();
+        let stats = d.worker.stats();
+        self.stats.diarize_s = stats.embed_s;
+        self.stats.diarize_windows = stats.windows;
+        let spans: Vec<(f64, f64)> = timed.iter().map(|w| (w.start, w.end)).collect();
+        let speakers: Vec<Option<usize>> = d.worker.with_labels(|l| {
+            spans
+                .iter()
+                .map(|(a, b)| l.speaker_at((a + b) / 2.0))
+                .collect()
+        });
+        let runs = speaker_runs(&spans, &speakers, d.min_run_s);
+        if runs.is_empty() {
+            return Ok(vec![(timed.len(), None)]);
+        }
+        Ok(runs
+            .into_iter()
+            .map(|r| (r.words.len(), r.speaker.map(|s| d.names.commit(s))))
+            .collect())
     }
 
     /// Decodes a final window (or takes its early decode) and times its words. A window whose

@@ -130,3 +130,53 @@ pub fn word_count(events: &[CaptionEvent]) -> usize {
         .map(|e| e.text.split_whitespace().count())
         .sum()
 }
+
+/// The engine for `model` with the diarization model, prepared once per test binary.
+pub fn diarize_engine(model: &str) -> &'static Engine {
+    static CELL: OnceLock<Engine> = OnceLock::new();
+    let e = CELL.get_or_init(|| {
+        Engine::prepare_default_with_diarization(model)
+            .expect("models and ONNX Runtime are set up (make setup)")
+    });
+    assert_eq!(e.model(), model, "one diarization engine per test binary");
+    e
+}
+
+/// DER (fraction) of hypothesis RTTM `hyp` against reference RTTM `reference`, scored by the
+/// corpus's `score/der.py` (collar ±0.25 s, overlap scored).
+pub fn der(reference: &Path, hyp: &Path) -> f64 {
+    let out = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+        .arg(shared().join("score/der.py"))
+        .arg(reference)
+        .arg(hyp)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "der.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{}", text.trim());
+    let i = text
+        .find("DER ")
+        .unwrap_or_else(|| panic!("der.py: {text}"));
+    text[i + 4..]
+        .split('%')
+        .next()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("der.py: {text}"))
+        / 100.0
+}
+
+/// Distinct speakers of an RTTM file.
+pub fn rttm_speakers(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut v: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .collect();
+    v.sort();
+    v.dedup();
+    v.len()
+}
