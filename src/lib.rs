@@ -18,5 +18,6 @@ pub mod paths;
 pub mod protocol;
 pub mod run;
 pub mod server;
+pub mod sfu;
 pub mod stream;
 pub mod vad;

@@ -1,0 +1,3 @@
+//! Attachment to selective forwarding units (SFUs).
+
+pub mod livekit;
