@@ -32,6 +32,43 @@
 //!    for a `Rejoin` after the ping timeout without any message; `leave` → `Rejoin` when the
 //!    server allows reconnecting, else `Disconnected`.
 //!
+//! Server messages about the sidecar's *own* tracks (`mute`, `track_published`,
+//! `track_unpublished` in protocol 0.8 answer or act on a participant's own publications) do not
+//! apply: it publishes no track. Remote mute changes arrive in `participant_update`
+//! (`TrackInfo.muted`) and become `TrackMuted`.
+//!
+//! Sending captions: each [`transcription::encode_packet`] result is one binary message on the
+//! publisher connection's `_reliable` data channel (webrtcbin: `send-data` with the bytes).
+//!
+//! ```no_run
+//! use soustitre::sfu::livekit::session::{Action, Session, SessionSettings};
+//! use soustitre::sfu::livekit::signal::{UrlOptions, signal_url};
+//! use soustitre::sfu::livekit::token::{TokenMinter, TokenSettings};
+//! use soustitre::sfu::livekit::transport::{Command, connect, drive};
+//! # fn answer_with_webrtcbin(offer: &str) -> String { offer.to_string() }
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let minter = TokenMinter::new("APIkey", "secret", "weekly-sync", TokenSettings::default())?;
+//! let url = signal_url("wss://livekit.example.org", &minter.mint()?.jwt, &UrlOptions::default())?;
+//! let socket = connect(&url).await?;
+//! let (commands_tx, mut commands) = tokio::sync::mpsc::channel(64);
+//! let (events, mut actions) = tokio::sync::mpsc::channel(256);
+//! let unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+//! let mut session = Session::new(SessionSettings::default(), std::time::Instant::now(), unix_ms as i64);
+//! let signalling = tokio::spawn(async move { drive(socket, &mut session, &mut commands, &events).await });
+//! while let Some(action) = actions.recv().await {
+//!     match action {
+//!         Action::RemoteOffer { sdp } => {
+//!             let answer = answer_with_webrtcbin(&sdp); // set-remote-description, create-answer...
+//!             commands_tx.send(Command::LocalAnswer(answer)).await?
+//!         }
+//!         Action::TrackAdded(track) => println!("{} speaks on {}", track.name, track.track_sid),
+//!         _ => {}
+//!     }
+//! }
+//! println!("signalling ended: {:?}", signalling.await?);
+//! # Ok(()) }
+//! ```
+//!
 //! Configuration: `[rooms.livekit]` ([`config::LiveKitConfig`]; the `[[rooms]]` entry sets
 //! `sfu = "livekit"`).
 //!

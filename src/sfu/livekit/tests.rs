@@ -777,4 +777,161 @@ mod transport {
         );
         assert_eq!(driver.await.unwrap(), DriveEnd::Left);
     }
+
+    /// One real TCP socket on loopback: the URL and token as a server receives them, then a
+    /// short exchange ending with the server's `leave`.
+    #[tokio::test]
+    async fn connects_over_tcp_with_the_token_in_the_url() {
+        use crate::sfu::livekit::signal::{UrlOptions, signal_url};
+        use crate::sfu::livekit::token::{TokenMinter, TokenSettings};
+        use crate::sfu::livekit::transport::connect;
+        use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+        const SECRET: &str = "loopback-test-secret-0123456789abcdef";
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = TokenMinter::new("APIkey", SECRET, "weekly-sync", TokenSettings::default())
+            .unwrap()
+            .mint()
+            .unwrap();
+        let url = signal_url(
+            &format!("http://{addr}"),
+            &token.jwt,
+            &UrlOptions {
+                auto_subscribe: false,
+                version: "9.9.9".into(),
+            },
+        )
+        .unwrap();
+
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut seen = None;
+            // The callback's signature is tungstenite's.
+            #[allow(clippy::result_large_err)]
+            let mut ws =
+                tokio_tungstenite::accept_hdr_async(tcp, |req: &Request, resp: Response| {
+                    seen = Some(req.uri().clone());
+                    Ok(resp)
+                })
+                .await
+                .unwrap();
+            let uri = seen.unwrap();
+            assert_eq!(uri.path(), "/rtc");
+            let query: std::collections::HashMap<String, String> = uri
+                .query()
+                .unwrap()
+                .split('&')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            assert_eq!(query["auto_subscribe"], "0");
+            assert_eq!(query["sdk"], "rust");
+            assert_eq!(query["protocol"], "18");
+            assert_eq!(query["version"], "9.9.9");
+            let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            validation.set_issuer(&["APIkey"]);
+            let claims = jsonwebtoken::decode::<serde_json::Value>(
+                &query["access_token"],
+                &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+                &validation,
+            )
+            .unwrap()
+            .claims;
+            assert_eq!(claims["video"]["room"], "weekly-sync");
+            assert_eq!(claims["sub"], "soustitre-captions");
+
+            let frame = |m: proto::SignalResponse| {
+                Message::Binary(prost::Message::encode_to_vec(&m).into())
+            };
+            ws.send(frame(exchange().remove(0))).await.unwrap();
+            match recv_request_tcp(&mut ws).await {
+                Req::Subscription(sub) => assert!(sub.subscribe),
+                other => panic!("{other:?}"),
+            }
+            ws.send(Message::Binary(
+                signal::encode_response(Resp::Leave(proto::LeaveRequest {
+                    reason: proto::DisconnectReason::RoomDeleted as i32,
+                    ..Default::default()
+                }))
+                .into(),
+            ))
+            .await
+            .unwrap();
+            // The client closes after the leave.
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_close() {
+                    break;
+                }
+            }
+        });
+
+        let socket = connect(&url).await.unwrap();
+        let (_cmd_tx, mut cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut ev_rx) = mpsc::channel(64);
+        let mut session = Session::new(SessionSettings::default(), Instant::now(), UNIX0);
+        let end = drive(socket, &mut session, &mut cmd_rx, &ev_tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            end,
+            DriveEnd::Disconnected(proto::DisconnectReason::RoomDeleted)
+        );
+        server.await.unwrap();
+        drop(ev_tx);
+        let mut kinds = Vec::new();
+        while let Some(a) = ev_rx.recv().await {
+            kinds.push(match a {
+                Action::Joined(_) => "joined",
+                Action::ParticipantJoined { .. } => "participant",
+                Action::TrackAdded(_) => "track",
+                Action::NegotiatePublisher => "publisher",
+                Action::Disconnected { .. } => "disconnected",
+                other => panic!("{other:?}"),
+            });
+        }
+        assert_eq!(
+            kinds,
+            [
+                "joined",
+                "participant",
+                "track",
+                "participant",
+                "track",
+                "publisher",
+                "disconnected"
+            ]
+        );
+
+        // A refused upgrade is a connect error carrying the status.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refuser = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await.unwrap();
+            tcp.write_all(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let url = signal_url(&format!("ws://{addr}"), "bad", &UrlOptions::default()).unwrap();
+        let err = connect(&url).await.unwrap_err();
+        assert!(err.to_string().contains("401"), "{err}");
+        refuser.await.unwrap();
+    }
+
+    async fn recv_request_tcp(
+        ws: &mut WebSocketStream<tokio::net::TcpStream>,
+    ) -> proto::signal_request::Message {
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Binary(b) => return signal::decode_request(&b).unwrap().message.unwrap(),
+                Message::Close(_) => panic!("closed"),
+                _ => continue,
+            }
+        }
+    }
 }

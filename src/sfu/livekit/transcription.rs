@@ -23,6 +23,7 @@ use livekit_protocol as proto;
 use prost::Message;
 use std::collections::HashMap;
 
+use super::session::{JoinInfo, RemoteTrack};
 use crate::captions::CaptionEvent;
 
 /// Topic of transcription text streams.
@@ -79,6 +80,15 @@ pub struct Speaker<'a> {
     pub track_sid: &'a str,
 }
 
+impl<'a> From<&'a RemoteTrack> for Speaker<'a> {
+    fn from(track: &'a RemoteTrack) -> Self {
+        Speaker {
+            identity: &track.identity,
+            track_sid: &track.track_sid,
+        }
+    }
+}
+
 /// Builds the data packets of caption events, numbering them.
 #[derive(Debug, Clone)]
 pub struct CaptionPublisher {
@@ -111,6 +121,20 @@ impl CaptionPublisher {
             settings,
             next_sequence: 1,
         })
+    }
+
+    /// A publisher for the connection described by `join`: the sidecar's identity and sid
+    /// from the join response, the sid (new at every join) as stream id prefix.
+    pub fn for_join(
+        join: &JoinInfo,
+        settings: PublishSettings,
+    ) -> Result<Self, TranscriptionError> {
+        Self::new(
+            &join.identity,
+            &join.participant_sid,
+            &join.participant_sid,
+            settings,
+        )
     }
 
     /// The room-unique segment id of `event` spoken on `speaker`'s track.
@@ -463,6 +487,39 @@ mod tests {
             assert_eq!(pieces.concat(), unit);
         }
         assert_eq!(utf8_chunks("", 16).count(), 0);
+    }
+
+    #[test]
+    fn a_publisher_from_the_join_and_a_speaker_from_a_track() {
+        let join = JoinInfo {
+            room_name: "weekly-sync".into(),
+            room_sid: "RM_weekly".into(),
+            participant_sid: "PA_self".into(),
+            identity: "soustitre-captions".into(),
+            server_version: String::new(),
+            ice_servers: vec![],
+            subscriber_primary: true,
+            ping_interval: std::time::Duration::from_secs(5),
+            ping_timeout: std::time::Duration::from_secs(15),
+        };
+        let track = RemoteTrack {
+            participant_sid: "PA_alice".into(),
+            identity: "alice".into(),
+            name: "Alice".into(),
+            track_sid: "TR_AMabc".into(),
+            track_name: String::new(),
+            source: proto::TrackSource::Microphone,
+            mime_type: "audio/opus".into(),
+            mid: "0".into(),
+            muted: false,
+        };
+        assert_eq!(Speaker::from(&track), ALICE);
+        let mut publisher = CaptionPublisher::for_join(&join, PublishSettings::default()).unwrap();
+        let ev = event(EventKind::Partial, 3, 0, "Ça va très");
+        let packets = publisher.packets(&ev, (&track).into(), &[], 5);
+        let (h, text, _) = decode(&packets, 1, &[]);
+        assert_eq!(h.stream_id, "PA_self-TR_AMabc-3");
+        assert_eq!(text, "Ça va très");
     }
 
     #[test]
