@@ -19,7 +19,9 @@
 //!    ([`session::Session::local_answer`]); candidates both ways (`RemoteCandidate` /
 //!    [`session::Session::local_candidate`], JSON `{"candidate","sdpMid","sdpMLineIndex"}`).
 //!    Each incoming pad's msid stream id is `participant_sid|track_sid`:
-//!    [`session::Session::track_for_msid`] maps it to the participant's identity and name.
+//!    [`session::Session::track_for_msid`] maps it to the participant's identity and name, and
+//!    [`session::Session::track_for_mid`] does the same from the pad's transceiver `mid` (the
+//!    session keeps the msid of every m-section of the last offer).
 //! 5. Publisher connection (captions): on `NegotiatePublisher` the media side creates a
 //!    webrtcbin with the data channels `_reliable` (ordered) and `_lossy` (unordered, no
 //!    retransmissions), created in-band (not pre-negotiated), and offers it

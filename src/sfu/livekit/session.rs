@@ -231,6 +231,8 @@ pub struct Session {
     join: Option<JoinInfo>,
     participants: Vec<ParticipantState>,
     pending_offer: bool,
+    /// `a=msid` of each m-section of the last subscriber offer.
+    offer_msids: Vec<MediaStreamId>,
     last_offer_id: u32,
     publisher: Publisher,
     closed: bool,
@@ -252,6 +254,7 @@ impl Session {
             join: None,
             participants: Vec::new(),
             pending_offer: false,
+            offer_msids: Vec::new(),
             last_offer_id: 0,
             publisher: Publisher::Idle,
             closed: false,
@@ -299,6 +302,13 @@ impl Session {
         let (participant_sid, track_sid) = parse_stream_id(stream_id, track_id)?;
         self.track(track_sid)
             .filter(|t| t.participant_sid == participant_sid)
+    }
+
+    /// The audio track carried by the subscriber connection's m-section `mid` (a webrtcbin
+    /// transceiver's `mid`), from the msid of that section in the last server offer.
+    pub fn track_for_mid(&self, mid: &str) -> Option<&RemoteTrack> {
+        let m = self.offer_msids.iter().find(|m| m.mid == mid)?;
+        self.track_for_msid(&m.stream_id, &m.track_id)
     }
 
     /// Every audio track published now, in the order they appeared.
@@ -424,6 +434,7 @@ impl Session {
                 }
                 self.pending_offer = true;
                 self.last_offer_id = offer.id;
+                self.offer_msids = sdp_msids(&offer.sdp);
                 Ok(vec![Action::RemoteOffer { sdp: offer.sdp }])
             }
             Resp::Answer(answer) => {
@@ -830,6 +841,77 @@ fn update_tracks(
         a.name = p.name.clone();
     }
     added
+}
+
+/// The media stream identification of one m-section of an SDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaStreamId {
+    /// `a=mid:` value.
+    pub mid: String,
+    /// Media kind from the `m=` line (`audio`, `video`, `application`).
+    pub kind: String,
+    /// First part of `a=msid:` (the stream id).
+    pub stream_id: String,
+    /// Second part of `a=msid:` (the track id); empty if absent.
+    pub track_id: String,
+}
+
+/// The `a=msid:<stream> <track>` of every m-section of `sdp` that has a mid and an msid
+/// (also the older per-SSRC form `a=ssrc:<n> msid:<stream> <track>`).
+pub fn sdp_msids(sdp: &str) -> Vec<MediaStreamId> {
+    /// The m-section being read.
+    struct Section {
+        kind: String,
+        mid: Option<String>,
+        msid: Option<(String, String)>,
+    }
+    fn finish(section: Option<Section>, out: &mut Vec<MediaStreamId>) {
+        if let Some(Section {
+            kind,
+            mid: Some(mid),
+            msid: Some((stream_id, track_id)),
+        }) = section
+        {
+            out.push(MediaStreamId {
+                mid,
+                kind,
+                stream_id,
+                track_id,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    let mut section: Option<Section> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            finish(section.take(), &mut out);
+            section = Some(Section {
+                kind: m.split(' ').next().unwrap_or_default().to_string(),
+                mid: None,
+                msid: None,
+            });
+        } else if let Some(sec) = section.as_mut() {
+            if let Some(v) = line.strip_prefix("a=mid:") {
+                sec.mid = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("a=msid:") {
+                sec.msid = Some(split_msid(v));
+            } else if let Some(v) = line.strip_prefix("a=ssrc:")
+                && sec.msid.is_none()
+                && let Some((_, rest)) = v.split_once(" msid:")
+            {
+                sec.msid = Some(split_msid(rest));
+            }
+        }
+    }
+    finish(section, &mut out);
+    out
+}
+
+fn split_msid(v: &str) -> (String, String) {
+    let mut parts = v.split_whitespace();
+    let stream = parts.next().unwrap_or_default().to_string();
+    let track = parts.next().unwrap_or_default().to_string();
+    (stream, track)
 }
 
 /// Splits a LiveKit subscriber stream id `participant_sid|track_sid`. Servers that send a bare

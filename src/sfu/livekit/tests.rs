@@ -8,8 +8,8 @@ use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
 
 use super::session::{
-    Action, IceServer, JoinInfo, RejoinReason, RemoteTrack, Session, SessionError, SessionSettings,
-    SessionStats, parse_stream_id,
+    Action, IceServer, JoinInfo, MediaStreamId, RejoinReason, RemoteTrack, Session, SessionError,
+    SessionSettings, SessionStats, parse_stream_id, sdp_msids,
 };
 use super::signal::{self, IceCandidateInit, Target};
 
@@ -150,6 +150,9 @@ fn replays_a_realistic_exchange() {
         Some(&alice_track())
     );
     assert_eq!(s.track_for_msid("PA_bob|TR_AMalice", "TR_AMalice"), None);
+    // webrtcbin gives the transceiver's mid: the offer's msid maps it.
+    assert_eq!(s.track_for_mid("0"), Some(&alice_track()));
+    assert_eq!(s.track_for_mid("1"), None);
     assert_eq!(
         s.local_answer("v=0 answer".into()).unwrap(),
         vec![Action::Send(Req::Answer(proto::SessionDescription {
@@ -633,6 +636,34 @@ fn a_participant_rejoining_with_a_new_sid_replaces_the_old_one() {
         ]
     );
     assert_eq!(s.identities().collect::<Vec<_>>(), ["bob", "alice"]);
+}
+
+#[test]
+fn msids_are_read_per_m_section() {
+    let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=msid-semantic: WMS *\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:PA_a|TR_A1 TR_A1\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=ssrc:1234 cname:x\r\na=ssrc:1234 msid:PA_b|TR_B1 TR_B1\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:2\r\na=inactive\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n";
+    assert_eq!(
+        sdp_msids(sdp),
+        vec![
+            MediaStreamId {
+                mid: "0".into(),
+                kind: "audio".into(),
+                stream_id: "PA_a|TR_A1".into(),
+                track_id: "TR_A1".into(),
+            },
+            MediaStreamId {
+                mid: "1".into(),
+                kind: "audio".into(),
+                stream_id: "PA_b|TR_B1".into(),
+                track_id: "TR_B1".into(),
+            },
+        ]
+    );
+    assert_eq!(sdp_msids(""), vec![]);
+    assert_eq!(sdp_msids("a=msid:x y\nm=audio\n"), vec![]);
 }
 
 #[test]
