@@ -29,7 +29,8 @@
 //! 6. Each caption event becomes packets ([`transcription::CaptionPublisher::packets`]) sent,
 //!    protobuf-encoded ([`transcription::encode_packet`]), on `_reliable`.
 //! 7. `participant_update`s bring joins, leaves, new and removed tracks and mute changes
-//!    (`TrackAdded` + a new subscription, `TrackRemoved`, `TrackMuted`, `ParticipantLeft`);
+//!    (`TrackAdded` + a new subscription, `TrackRemoved`, `TrackMuted`, `ParticipantLeft`,
+//!    `ParticipantRenamed`); updates older than the known state (`version`) are ignored;
 //!    `refresh_token` → `TokenRefreshed`; the session pings at the server's interval and asks
 //!    for a `Rejoin` after the ping timeout without any message; `leave` → `Rejoin` when the
 //!    server allows reconnecting, else `Disconnected`.

@@ -113,6 +113,11 @@ pub enum Action {
         identity: String,
         name: String,
     },
+    /// A participant changed its display name (caption labels follow).
+    ParticipantRenamed {
+        participant_sid: String,
+        name: String,
+    },
     /// An audio track to caption; its media will arrive on the subscriber connection.
     TrackAdded(RemoteTrack),
     /// A track was muted or unmuted by its publisher.
@@ -634,7 +639,13 @@ impl Session {
                 Some(i) => {
                     let p = &mut self.participants[i];
                     p.version = info.version;
-                    p.name = info.name.clone();
+                    if p.name != info.name {
+                        p.name = info.name.clone();
+                        out.push(Action::ParticipantRenamed {
+                            participant_sid: p.sid.clone(),
+                            name: p.name.clone(),
+                        });
+                    }
                     let added = update_tracks(p, &info, &mut out);
                     if !added.is_empty() {
                         subscribe.push(proto::ParticipantTracks {

@@ -639,6 +639,37 @@ fn a_participant_rejoining_with_a_new_sid_replaces_the_old_one() {
 }
 
 #[test]
+fn a_rename_reaches_the_track_labels() {
+    let t0 = Instant::now();
+    let mut s = Session::new(SessionSettings::default(), t0, UNIX0);
+    joined(&mut s, t0);
+    let mut bob = match exchange().remove(0).message {
+        Some(Resp::Join(j)) => j.other_participants[1].clone(),
+        other => panic!("{other:?}"),
+    };
+    bob.version = 3;
+    bob.name = "Bob Durand".into();
+    let got = s
+        .handle_response(
+            proto::SignalResponse {
+                message: Some(Resp::Update(proto::ParticipantUpdate {
+                    participants: vec![bob],
+                })),
+            },
+            t0,
+        )
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![Action::ParticipantRenamed {
+            participant_sid: "PA_bob".into(),
+            name: "Bob Durand".into(),
+        }]
+    );
+    assert_eq!(s.track("TR_AMbob").unwrap().name, "Bob Durand");
+}
+
+#[test]
 fn msids_are_read_per_m_section() {
     let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=msid-semantic: WMS *\r\n\
         m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:PA_a|TR_A1 TR_A1\r\n\
