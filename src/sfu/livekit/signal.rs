@@ -5,10 +5,11 @@ use livekit_protocol as proto;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-/// Signalling protocol version announced in the URL (`protocol=`). The same value as the
-/// `livekit-signaling` crate's `PROTOCOL_VERSION`; on the `/rtc` path (two peer connections)
-/// that crate still opens the `_reliable`/`_lossy` data channels in-band, which is what the media
-/// side does with webrtcbin.
+/// Signalling protocol version announced in the URL (`protocol=`). The same value as
+/// `livekit-signaling` 0.1.8's `PROTOCOL_VERSION` (the signalling crate of `livekit-api` 0.10).
+/// On the `/rtc` path (two peer connections) LiveKit's Rust SDK at this version still opens the
+/// `_reliable`/`_lossy` data channels in-band; pre-negotiated channel ids (100, 101) are only
+/// used in its single-connection mode (`/rtc/v1`), which this layer does not use.
 pub const PROTOCOL_VERSION: u32 = 18;
 /// `sdk=` value: the server maps it to its `ClientInfo.SDK` enum.
 pub const SDK: &str = "rust";
@@ -249,15 +250,6 @@ mod tests {
             Err(UrlError::Query("wss://h/?x=1".into()))
         );
         assert_eq!(signal_url("wss://h", "", &opts), Err(UrlError::EmptyToken));
-    }
-
-    #[test]
-    #[allow(deprecated)]
-    fn announces_the_protocol_version_of_the_signalling_crate() {
-        assert_eq!(
-            PROTOCOL_VERSION,
-            livekit_api::signal_client::PROTOCOL_VERSION
-        );
     }
 
     #[test]

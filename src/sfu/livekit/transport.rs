@@ -1,10 +1,13 @@
 //! The signalling WebSocket: connects, and drives a [`Session`] with frames, commands and
 //! time.
 //!
-//! This is a small tokio-tungstenite loop rather than `livekit-api`'s signal client: built
-//! without its `native` transport (which would pull a second WebSocket and HTTP stack), that
-//! client has no transport at all; it also keeps its own join, ping and token state, which
-//! [`Session`] already holds in a form that tests can drive message by message.
+//! This is a small tokio-tungstenite loop rather than `livekit-api`'s signal client
+//! (`signal-client` feature, `livekit-signaling` 0.1.8): without its `signal-client-native`
+//! feature that client has no WebSocket transport at all (`livekit-net` returns "no network
+//! transport registered" unless one is registered process-wide), and the native one pulls a
+//! second WebSocket and HTTP stack. It also keeps its own join, ping and token state, which
+//! [`Session`] already holds in a form that tests can drive message by message. So only the
+//! `access-token` feature of `livekit-api` is enabled.
 //!
 //! [`drive`] is generic over the socket, so tests run it on an in-memory duplex stream with
 //! real WebSocket framing; [`connect`] opens the real one (`ws://` or `wss://`, rustls with the
