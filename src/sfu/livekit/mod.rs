@@ -33,10 +33,12 @@
 //!    `ParticipantRenamed`); updates older than the known state (`version`) are ignored;
 //!    `refresh_token` → `TokenRefreshed`; the session pings at the server's interval and asks
 //!    for a `Rejoin` after the ping timeout without any message; `leave` → `Rejoin` when the
-//!    server allows reconnecting, else `Disconnected`.
+//!    server allows reconnecting, else `Disconnected`. A rejoin is a new [`session::Session`]
+//!    on a new socket with a freshly minted token, after a [`transport::RejoinBackoff`] delay
+//!    ([`transport::DriveEnd::should_rejoin`] says when).
 //!
 //! Server messages about the sidecar's *own* tracks (`mute`, `track_published`,
-//! `track_unpublished` in protocol 0.8 answer or act on a participant's own publications) do not
+//! `track_unpublished` in livekit-protocol 0.8 answer or act on a participant's own publications) do not
 //! apply: it publishes no track. Remote mute changes arrive in `participant_update`
 //! (`TrackInfo.muted`) and become `TrackMuted`.
 //!

@@ -13,7 +13,7 @@
 //! real WebSocket framing; [`connect`] opens the real one (`ws://` or `wss://`, rustls with the
 //! webpki roots).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use livekit_protocol as proto;
@@ -52,6 +52,58 @@ pub enum DriveEnd {
     SocketClosed,
     /// Every command sender was dropped: the media side is gone.
     CommandsClosed,
+}
+
+impl DriveEnd {
+    /// True when joining again makes sense (not after the sidecar left, nor after the server
+    /// ended the session for good: room deleted, sidecar removed, duplicate identity...).
+    pub fn should_rejoin(&self) -> bool {
+        matches!(self, DriveEnd::Rejoin(_) | DriveEnd::SocketClosed)
+    }
+}
+
+/// Default first delay before a rejoin.
+pub const DEFAULT_REJOIN_INITIAL: Duration = Duration::from_secs(1);
+/// Default longest delay between rejoin attempts.
+pub const DEFAULT_REJOIN_MAX: Duration = Duration::from_secs(30);
+
+/// Delays between rejoin attempts: doubling from `initial` up to `max`, back to `initial`
+/// once a join succeeds ([`RejoinBackoff::joined`]). Each attempt mints a fresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejoinBackoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Default for RejoinBackoff {
+    fn default() -> Self {
+        Self::new(DEFAULT_REJOIN_INITIAL, DEFAULT_REJOIN_MAX)
+    }
+}
+
+impl RejoinBackoff {
+    /// `max` below `initial` is raised to `initial`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        let max = max.max(initial);
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// A join succeeded: the next failure waits `initial` again.
+    pub fn joined(&mut self) {
+        self.next = self.initial;
+    }
 }
 
 /// Failures of the signalling transport.
@@ -186,4 +238,30 @@ where
 fn now() -> Instant {
     // tokio's clock, so that tests with a paused clock see time pass.
     tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejoin_delays_double_up_to_the_cap_and_reset_after_a_join() {
+        let mut b = RejoinBackoff::default();
+        let secs: Vec<u64> = (0..7).map(|_| b.next_delay().as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
+        b.joined();
+        assert_eq!(b.next_delay(), Duration::from_secs(1));
+        let mut odd = RejoinBackoff::new(Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(odd.next_delay(), Duration::from_secs(5));
+        assert_eq!(odd.next_delay(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn only_transient_ends_call_for_a_rejoin() {
+        assert!(DriveEnd::Rejoin(RejoinReason::PingTimeout).should_rejoin());
+        assert!(DriveEnd::SocketClosed.should_rejoin());
+        assert!(!DriveEnd::Left.should_rejoin());
+        assert!(!DriveEnd::CommandsClosed.should_rejoin());
+        assert!(!DriveEnd::Disconnected(proto::DisconnectReason::RoomDeleted).should_rejoin());
+    }
 }
