@@ -63,6 +63,11 @@ pub struct JoinInfo {
     pub subscriber_primary: bool,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// The sidecar's permissions as the server applied them (all `true` when the join carries
+    /// none). Without `can_publish_data` no publisher connection is asked for.
+    pub can_subscribe: bool,
+    pub can_publish_data: bool,
+    pub hidden: bool,
 }
 
 /// A remote participant's audio track, as the media side needs it to label an incoming pad.
@@ -567,6 +572,15 @@ impl Session {
             });
         };
         let room = join.room.unwrap_or_default();
+        let permission = local
+            .permission
+            .clone()
+            .unwrap_or(proto::ParticipantPermission {
+                can_subscribe: true,
+                can_publish_data: true,
+                hidden: true,
+                ..Default::default()
+            });
         let secs = |s: i32, default: Duration| {
             if s > 0 {
                 Duration::from_secs(s as u64)
@@ -592,12 +606,16 @@ impl Session {
             subscriber_primary: join.subscriber_primary,
             ping_interval: secs(join.ping_interval, DEFAULT_PING_INTERVAL),
             ping_timeout: secs(join.ping_timeout, DEFAULT_PING_TIMEOUT),
+            can_subscribe: permission.can_subscribe,
+            can_publish_data: permission.can_publish_data,
+            hidden: permission.hidden,
         };
         self.next_ping = Some(now + info.ping_interval);
+        let can_publish_data = info.can_publish_data;
         self.join = Some(info.clone());
         let mut out = vec![Action::Joined(info)];
         out.extend(self.on_participants(join.other_participants));
-        if self.settings.publish_captions {
+        if self.settings.publish_captions && can_publish_data {
             self.publisher = Publisher::Requested;
             out.push(Action::NegotiatePublisher);
         }

@@ -119,6 +119,9 @@ fn replays_a_realistic_exchange() {
                 subscriber_primary: true,
                 ping_interval: Duration::from_secs(5),
                 ping_timeout: Duration::from_secs(15),
+                can_subscribe: true,
+                can_publish_data: true,
+                hidden: true,
             }),
             Action::ParticipantJoined {
                 participant_sid: "PA_alice".into(),
@@ -636,6 +639,42 @@ fn a_participant_rejoining_with_a_new_sid_replaces_the_old_one() {
         ]
     );
     assert_eq!(s.identities().collect::<Vec<_>>(), ["bob", "alice"]);
+}
+
+#[test]
+fn without_data_permission_no_publisher_is_asked_for() {
+    let t0 = Instant::now();
+    let mut join = join_response();
+    join.participant.as_mut().unwrap().permission = Some(proto::ParticipantPermission {
+        can_subscribe: true,
+        can_publish_data: false,
+        ..Default::default()
+    });
+    let mut s = Session::new(SessionSettings::default(), t0, UNIX0);
+    let actions = s
+        .handle_response(
+            proto::SignalResponse {
+                message: Some(Resp::Join(join)),
+            },
+            t0,
+        )
+        .unwrap();
+    assert!(!actions.contains(&Action::NegotiatePublisher));
+    let info = s.join_info().unwrap();
+    assert!(info.can_subscribe && !info.can_publish_data && !info.hidden);
+    // A join without permissions (older servers) assumes the token's grant.
+    let mut join = join_response();
+    join.participant.as_mut().unwrap().permission = None;
+    let mut s = Session::new(SessionSettings::default(), t0, UNIX0);
+    let actions = s
+        .handle_response(
+            proto::SignalResponse {
+                message: Some(Resp::Join(join)),
+            },
+            t0,
+        )
+        .unwrap();
+    assert_eq!(actions.last(), Some(&Action::NegotiatePublisher));
 }
 
 #[test]

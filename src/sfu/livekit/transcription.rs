@@ -501,6 +501,9 @@ mod tests {
             subscriber_primary: true,
             ping_interval: std::time::Duration::from_secs(5),
             ping_timeout: std::time::Duration::from_secs(15),
+            can_subscribe: true,
+            can_publish_data: true,
+            hidden: true,
         };
         let track = RemoteTrack {
             participant_sid: "PA_alice".into(),
