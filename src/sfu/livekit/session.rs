@@ -92,6 +92,13 @@ pub struct RemoteTrack {
     pub muted: bool,
 }
 
+impl RemoteTrack {
+    /// The msid stream id LiveKit gives this track on the subscriber connection.
+    pub fn stream_id(&self) -> String {
+        format!("{}|{}", self.participant_sid, self.track_sid)
+    }
+}
+
 /// Why the session asks for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejoinReason {

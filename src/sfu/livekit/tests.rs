@@ -156,6 +156,7 @@ fn replays_a_realistic_exchange() {
     // webrtcbin gives the transceiver's mid: the offer's msid maps it.
     assert_eq!(s.track_for_mid("0"), Some(&alice_track()));
     assert_eq!(s.track_for_mid("1"), None);
+    assert_eq!(alice_track().stream_id(), "PA_alice|TR_AMalice");
     assert_eq!(
         s.local_answer("v=0 answer".into()).unwrap(),
         vec![Action::Send(Req::Answer(proto::SessionDescription {
