@@ -1025,6 +1025,28 @@ mod transport {
         refuser.await.unwrap();
     }
 
+    /// `wss://` builds its TLS client (rustls, ring, webpki roots) without a process-wide
+    /// provider being installed: a server that is not TLS is a connect error, not a panic.
+    #[tokio::test]
+    async fn wss_fails_cleanly_against_a_non_tls_server() {
+        use crate::sfu::livekit::signal::{UrlOptions, signal_url};
+        use crate::sfu::livekit::transport::{TransportError, connect};
+        use tokio::io::AsyncWriteExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tcp.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let url = signal_url(&format!("wss://{addr}"), "t", &UrlOptions::default()).unwrap();
+        let err = connect(&url).await.unwrap_err();
+        assert!(matches!(err, TransportError::Connect(_)), "{err}");
+        server.await.unwrap();
+    }
+
     async fn recv_request_tcp(
         ws: &mut WebSocketStream<tokio::net::TcpStream>,
     ) -> proto::signal_request::Message {
