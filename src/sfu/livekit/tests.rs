@@ -1044,6 +1044,8 @@ mod transport {
         let url = signal_url(&format!("wss://{addr}"), "t", &UrlOptions::default()).unwrap();
         let err = connect(&url).await.unwrap_err();
         assert!(matches!(err, TransportError::Connect(_)), "{err}");
+        // rustls read the plain HTTP reply as a TLS record: the handshake did run.
+        assert!(err.to_string().contains("InvalidContentType"), "{err}");
         server.await.unwrap();
     }
 
