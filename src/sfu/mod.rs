@@ -4,6 +4,8 @@
 //!
 //! * [`media`]: the room's GStreamer pipeline, one receive-only `webrtcbin` per peer connection
 //!   and one `pipelines/webrtc_audio.gst` branch per remote audio track.
+//! * [`livekit`]: LiveKit signalling, token minting and captions published back into the room
+//!   (protocol level: see that module for what is not verified against a server).
 //! * [`janus`]: Janus VideoRoom over its WebSocket API (signalling, subscriptions to every
 //!   publisher including later ones, reconnection), plus a webrtcbin publisher used to feed test
 //!   meetings.
@@ -22,6 +24,7 @@
 //!   service: each attachment is its own task.
 
 pub mod janus;
+pub mod livekit;
 pub mod media;
 
 use std::time::Duration;
