@@ -1713,6 +1713,7 @@ pub fn run(args: &FanoutArgs) -> Result<FanoutReport, FanoutError> {
                 sources: Vec::new(),
                 diarize: false,
                 diarization: Default::default(),
+                janus: None,
             };
             let room = server_rt
                 .block_on(service.state.create_room(cfg))

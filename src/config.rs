@@ -254,6 +254,91 @@ pub struct RoomFile {
     /// track is usually one person); a source's own `diarize` overrides it.
     #[serde(default)]
     pub diarize: bool,
+    /// `[rooms.janus]`: attach the room to a Janus VideoRoom; every publisher becomes a track.
+    #[serde(default)]
+    pub janus: Option<JanusFile>,
+}
+
+/// A `[rooms.janus]` table: the Janus VideoRoom a room is attached to.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JanusFile {
+    /// Janus WebSocket API URL (`ws://host:8188/` or `wss://`).
+    pub url: String,
+    /// VideoRoom room id (number, or string for `string_ids` rooms).
+    pub room: toml::Value,
+    /// Room PIN, if the room has one.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// Display name of soustitre in the room.
+    #[serde(default)]
+    pub display: Option<String>,
+    /// Jitter buffer latency of the subscribed tracks, ms (default 60, at most 2000).
+    #[serde(default)]
+    pub jitter_ms: Option<u32>,
+    /// Restrict ICE to these local addresses (default: all interfaces).
+    #[serde(default)]
+    pub ice_addresses: Vec<String>,
+    /// STUN server `stun://host:port`, when the SFU is behind NAT.
+    #[serde(default)]
+    pub stun_server: Option<String>,
+}
+
+/// Longest jitter buffer latency accepted for SFU tracks, ms.
+pub const MAX_SFU_JITTER_MS: u32 = 2000;
+
+impl JanusFile {
+    /// Checks the table and turns it into attachment settings; errors name `at.<field>`.
+    pub fn resolve(&self, at: &str) -> Result<crate::sfu::janus::JanusSettings, ConfigError> {
+        let url = self.url.trim();
+        if !(url.starts_with("ws://") || url.starts_with("wss://")) || url.len() < 6 {
+            return Err(ConfigError::invalid(
+                format!("{at}.url"),
+                "must be a ws:// or wss:// URL of Janus's WebSocket API",
+            ));
+        }
+        let room = match &self.room {
+            toml::Value::Integer(n) if *n > 0 => n.to_string(),
+            toml::Value::String(r) if !r.trim().is_empty() => r.clone(),
+            _ => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.room"),
+                    "must be a positive number or a non-empty string",
+                ));
+            }
+        };
+        let jitter_ms = self
+            .jitter_ms
+            .unwrap_or(crate::sfu::media::DEFAULT_JITTER_MS);
+        if jitter_ms > MAX_SFU_JITTER_MS {
+            return Err(ConfigError::invalid(
+                format!("{at}.jitter_ms"),
+                format!("must be at most {MAX_SFU_JITTER_MS}"),
+            ));
+        }
+        for (i, a) in self.ice_addresses.iter().enumerate() {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.ice_addresses[{i}]"),
+                    format!("{a:?} is not an IP address"),
+                ));
+            }
+        }
+        Ok(crate::sfu::janus::JanusSettings {
+            url: url.to_owned(),
+            room,
+            pin: self.pin.clone(),
+            display: self
+                .display
+                .clone()
+                .unwrap_or_else(|| crate::sfu::janus::DEFAULT_DISPLAY.to_owned()),
+            media: crate::sfu::media::MediaSettings {
+                jitter_ms,
+                ice_addresses: self.ice_addresses.clone(),
+                stun_server: self.stun_server.clone(),
+            },
+        })
+    }
 }
 
 /// A `[[rooms.sources]]` entry: one captioned track.
@@ -340,6 +425,8 @@ pub struct RoomConfig {
     pub diarize: bool,
     /// Diarization knobs (`[defaults.diarization]`), validated.
     pub diarization: DiarizeSettings,
+    /// The Janus room this room is attached to, if any.
+    pub janus: Option<crate::sfu::janus::JanusSettings>,
 }
 
 impl RoomConfig {
@@ -848,12 +935,17 @@ fn resolve(
             }
             sources.push(source);
         }
+        let janus = match &room.janus {
+            Some(j) => Some(j.resolve(&format!("{at}.janus"))?),
+            None => None,
+        };
         resolved.push(RoomConfig {
             id: room.id,
             stream,
             sources,
             diarize: room.diarize,
             diarization: default_diarization.clone(),
+            janus,
         });
     }
 

@@ -114,6 +114,9 @@ pub enum GapReason {
     Overload,
     /// Decoding or recognition failed for that stretch.
     PipelineError,
+    /// The SFU the room is attached to could not be reached (connection lost, SFU restarted):
+    /// nothing was received from any participant of the room.
+    SfuUnreachable,
 }
 
 /// `gap`: the time range of a track for which no caption can exist.

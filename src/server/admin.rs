@@ -82,6 +82,9 @@ struct CreateRoom {
     /// Diarize the room's tracks (unless a source says otherwise).
     #[serde(default)]
     diarize: bool,
+    /// Attach the room to a Janus VideoRoom (same fields as `[rooms.janus]` in the config file).
+    #[serde(default)]
+    janus: Option<crate::config::JanusFile>,
 }
 
 async fn create(
@@ -106,12 +109,17 @@ async fn create(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let janus = match req.janus.as_ref().map(|j| j.resolve("janus")).transpose() {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     let cfg = RoomConfig {
         id: req.id,
         stream,
         sources: req.sources,
         diarize: req.diarize,
         diarization: state.config.default_diarization.clone(),
+        janus,
     };
     let st = state.clone();
     match st.create_room(cfg).await {

@@ -15,6 +15,7 @@
 mod admin;
 mod public;
 mod room;
+mod sfu;
 mod source;
 mod ws;
 
@@ -246,6 +247,7 @@ pub fn demo_room(corpus: &std::path::Path) -> RoomConfig {
             .collect(),
         diarize: false,
         diarization: Default::default(),
+        janus: None,
     }
 }
 

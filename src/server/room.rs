@@ -22,6 +22,8 @@ pub enum RoomError {
     Exists(String),
     #[error("at most {0} rooms can be captioned at once")]
     TooMany(usize),
+    #[error("cannot attach to the SFU: {0}")]
+    Sfu(String),
     #[error("duplicate track `{0}`")]
     DuplicateTrack(String),
     #[error(transparent)]
@@ -54,6 +56,9 @@ pub struct RoomInfo {
     /// Tracks whose speaker was heard in the last seconds.
     pub active_speakers: Vec<String>,
     pub tracks: Vec<TrackInfo>,
+    /// The SFU attachment's state, for rooms attached to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sfu: Option<crate::sfu::AttachStatus>,
     pub stream: StreamSettings,
 }
 
@@ -71,7 +76,9 @@ pub struct Room {
     id: String,
     hub: Hub,
     settings: StreamSettings,
-    sources: Mutex<Vec<SourceHandle>>,
+    sources: Arc<Mutex<Vec<SourceHandle>>>,
+    /// The SFU attachment, for rooms attached to one.
+    sfu: Option<super::sfu::SfuLink>,
     stopped: Mutex<bool>,
     log_path: PathBuf,
     participants: Vec<Participant>,
@@ -123,11 +130,31 @@ impl Room {
             )?);
         }
         let log_path = hub_settings.data_dir.join(&cfg.id).join(LOG_FILE_NAME);
+        let sources = Arc::new(Mutex::new(sources));
+        let sfu = match cfg.janus.clone() {
+            None => None,
+            Some(janus) => Some(
+                super::sfu::SfuLink::start_janus(
+                    &cfg.id,
+                    janus,
+                    hub.clone(),
+                    super::sfu::TrackFactory {
+                        engine: engine.clone(),
+                        stream: cfg.stream.clone(),
+                        diarize: cfg.diarize.then(|| cfg.diarization.clone()),
+                        renames: renames.clone(),
+                    },
+                    Arc::clone(&sources),
+                )
+                .map_err(|e| RoomError::Sfu(e.to_string()))?,
+            ),
+        };
         Ok(Room {
             id: cfg.id,
             hub,
             settings: cfg.stream,
-            sources: Mutex::new(sources),
+            sources,
+            sfu,
             stopped: Mutex::new(false),
             log_path,
             participants,
@@ -205,6 +232,9 @@ impl Room {
     /// Stops every source (each flushes its open segment as a final into the log). Blocking:
     /// call from a blocking thread. Subscribers stay connected and can still read and export.
     pub fn stop(&self) {
+        if let Some(sfu) = &self.sfu {
+            sfu.stop();
+        }
         let mut sources = self.sources.lock().expect("sources lock");
         for s in sources.iter() {
             s.request_stop();
@@ -242,6 +272,7 @@ impl Room {
                 .map(|t| t.source.track.clone())
                 .collect(),
             tracks,
+            sfu: self.sfu.as_ref().map(|l| l.status()),
             stream: self.settings.clone(),
         }
     }

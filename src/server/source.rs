@@ -128,6 +128,33 @@ impl SourceHandle {
         renames: RoomRenames,
         hub: Hub,
     ) -> std::io::Result<Self> {
+        Self::spawn(spec, engine, settings, diarize, renames, hub, None)
+    }
+
+    /// Starts captioning a participant of an SFU room: its audio arrives on `feed`, one
+    /// [`AudioSource`] per publication (on the room timeline); the track lives until stopped or
+    /// `feed` closes.
+    pub fn start_fed(
+        spec: SourceConfig,
+        engine: Engine,
+        settings: StreamSettings,
+        diarize: Option<DiarizeSettings>,
+        renames: RoomRenames,
+        hub: Hub,
+        feed: Receiver<AudioSource>,
+    ) -> std::io::Result<Self> {
+        Self::spawn(spec, engine, settings, diarize, renames, hub, Some(feed))
+    }
+
+    fn spawn(
+        spec: SourceConfig,
+        engine: Engine,
+        settings: StreamSettings,
+        diarize: Option<DiarizeSettings>,
+        renames: RoomRenames,
+        hub: Hub,
+        feed: Option<Receiver<AudioSource>>,
+    ) -> std::io::Result<Self> {
         let stats = Arc::new(Mutex::new(TrackStats::default()));
         let (stop, stop_rx) = bounded::<()>(1);
         let thread = {
@@ -136,7 +163,7 @@ impl SourceHandle {
                 .name(format!("track-{}", spec.track))
                 .spawn(move || {
                     run(
-                        spec, engine, settings, diarize, renames, hub, stats, stop_rx,
+                        spec, engine, settings, diarize, renames, hub, stats, stop_rx, feed,
                     )
                 })?
         };
@@ -192,7 +219,11 @@ fn run(
     hub: Hub,
     stats: Arc<Mutex<TrackStats>>,
     stop: Receiver<()>,
+    feed: Option<Receiver<AudioSource>>,
 ) {
+    let fed = feed.is_some();
+    // fed tracks count samples on their room's timeline, across publications
+    let mut fed_expected = 0u64;
     let origin: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
     let clock = {
         let origin = origin.clone();
@@ -248,17 +279,31 @@ fn run(
     let mut stopped = false;
     let mut failed: Option<String> = None;
     while !stopped {
-        let source = match AudioSource::open(
-            &spec.uri,
-            &DecodeSettings {
-                realtime: true,
-                ..Default::default()
-            },
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                failed = Some(e.to_string());
-                break;
+        let source = if let Some(feed) = &feed {
+            // the participant's next publication (rejoin, reconnection), or the end
+            select! {
+                recv(feed) -> s => match s {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+                recv(stop) -> _ => {
+                    stopped = true;
+                    break;
+                }
+            }
+        } else {
+            match AudioSource::open(
+                &spec.uri,
+                &DecodeSettings {
+                    realtime: true,
+                    ..Default::default()
+                },
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
             }
         };
         let _ = origin.set(source.started_at().unwrap_or_else(Instant::now));
@@ -266,9 +311,10 @@ fn run(
         if let Ok(mut s) = stats.lock() {
             s.plays += 1;
         }
-        let base = captioner.position_s();
+        let base = if fed { 0.0 } else { captioner.position_s() };
         let rx = source.receiver().clone();
-        let mut expected = 0u64;
+        let mut expected = if fed { fed_expected } else { 0 };
+        let mut first_chunk = true;
         loop {
             select! {
                 recv(rx) -> msg => match msg {
@@ -276,8 +322,9 @@ fn run(
                         if chunk.first_sample > expected {
                             let missing = chunk.first_sample - expected;
                             let from = base + expected as f64 / 16_000.0;
-                            // a live sender that starts after the room opened lost nothing
-                            if !(source.is_live() && expected == 0) {
+                            // a live sender that starts after the room opened, or a participant
+                            // publishing again, lost nothing
+                            if !((source.is_live() && expected == 0) || (fed && first_chunk)) {
                                 let _ = hub.publish_gap(&spec.track, from, from + missing as f64 / 16_000.0, GapReason::AudioLost);
                             }
                             if let Ok(mut s) = stats.lock() {
@@ -287,6 +334,7 @@ fn run(
                                 tracing::warn!(track = %spec.track, "recognition failed: {e}");
                             }
                         }
+                        first_chunk = false;
                         let skip = expected.saturating_sub(chunk.first_sample) as usize;
                         if skip < chunk.samples.len()
                             && let Err(e) = captioner.push(&chunk.samples[skip..], !rx.is_empty(), &mut out)
@@ -332,8 +380,21 @@ fn run(
                 }
             }
         }
+        if fed {
+            // the publication ended: close what was heard (its final now, not at the next one)
+            if let Some(edge) = source.live_edge()
+                && edge > expected
+            {
+                if let Err(e) = captioner.gap(edge - expected, &mut out) {
+                    tracing::warn!(track = %spec.track, "recognition failed: {e}");
+                }
+                expected = edge;
+                publish(&mut out, &stats);
+            }
+            fed_expected = expected;
+        }
         drop(source);
-        if failed.is_some() || !spec.looped {
+        if failed.is_some() || !(spec.looped || fed) {
             break;
         }
     }

@@ -44,6 +44,8 @@ pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const GATHER_SETTLE: Duration = Duration::from_millis(150);
 /// Longest wait for one of webrtcbin's promises (set description, create answer).
 const PROMISE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a track forwarder checks whether its peer was closed.
+const FORWARD_CHECK: Duration = Duration::from_millis(200);
 /// Remote tracks announced and not yet taken by the attachment, per peer.
 const TRACK_QUEUE: usize = 16;
 
@@ -513,6 +515,26 @@ impl SubscriberPeer {
     /// Remote audio tracks as they start flowing.
     pub fn tracks(&self) -> &Receiver<RemoteTrack> {
         &self.tracks
+    }
+
+    /// Hands every remote track of this peer to `f`, on a small thread of its own, as soon as
+    /// it flows; the thread ends when the peer is closed.
+    pub fn forward(&self, f: impl Fn(RemoteTrack) + Send + 'static) {
+        let (tracks, shared) = (self.tracks.clone(), Arc::clone(&self.shared));
+        let spawned = std::thread::Builder::new()
+            .name("sfu-tracks".into())
+            .spawn(move || {
+                while !shared.closed.load(Ordering::SeqCst) {
+                    match tracks.recv_timeout(FORWARD_CHECK) {
+                        Ok(track) => f(track),
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(peer = %self.shared.label, "cannot start the track forwarder: {e}");
+        }
     }
 
     /// Adds a remote ICE candidate (trickled by the SFU).

@@ -30,7 +30,6 @@ pub mod publish;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -44,8 +43,6 @@ use super::{AttachState, AttachStatus, BACKOFF_MIN, RemoteParticipant, RoomSink,
 pub const VIDEOROOM: &str = "janus.plugin.videoroom";
 /// Default display name of the watcher handle.
 pub const DEFAULT_DISPLAY: &str = "soustitre (captions)";
-/// How often new remote tracks of the subscribed peers are collected.
-const TRACK_POLL: Duration = Duration::from_millis(50);
 
 /// Errors of the attachment (a session-level failure leads to a reconnection).
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +102,7 @@ pub async fn run(
         let result = session(
             &settings,
             &media,
-            sink.as_ref(),
+            &sink,
             &mut stop,
             &mut status,
             &mut down_since,
@@ -142,13 +139,14 @@ pub async fn run(
 async fn session(
     settings: &JanusSettings,
     media: &Arc<RoomMedia>,
-    sink: &dyn RoomSink,
+    sink: &Arc<dyn RoomSink>,
     stop: &mut watch::Receiver<bool>,
     status: &mut AttachStatus,
     down_since: &mut Option<f64>,
     connected: &mut bool,
 ) -> Result<(), AttachError> {
     let (janus, mut events) = Janus::connect(&settings.url).await?;
+    let janus = Arc::new(janus);
     let watcher = janus.attach(VIDEOROOM).await?;
     let mut join = json!({
         "request": "join",
@@ -179,29 +177,21 @@ async fn session(
         janus: &janus,
         settings,
         media,
+        sink: Arc::clone(sink),
         private_id,
     };
     for p in publishers(&joined) {
         ctx.subscribe(&mut feeds, p).await;
     }
-    publish_list(sink, status, &feeds);
+    publish_list(sink.as_ref(), status, &feeds);
 
-    let mut poll = tokio::time::interval(TRACK_POLL);
     let result = loop {
         tokio::select! {
             _ = crate::sfu::stopped(stop) => break Ok(()),
             event = events.recv() => {
                 let Some(event) = event else { break Err(JanusError::Closed.into()) };
                 if ctx.on_event(&mut feeds, event).await {
-                    publish_list(sink, status, &feeds);
-                }
-            }
-            _ = poll.tick() => {
-                for feed in feeds.values() {
-                    while let Ok(track) = feed.peer.tracks().try_recv() {
-                        tracing::debug!(track = %feed.participant.track, mid = %track.mid, "janus: audio flowing");
-                        sink.audio(&feed.participant, track.source);
-                    }
+                    publish_list(sink.as_ref(), status, &feeds);
                 }
             }
         }
@@ -216,13 +206,16 @@ async fn session(
         let _ = janus
             .request(watcher, json!({"request": "leave"}), None)
             .await;
-        janus.close().await;
+        if let Ok(janus) = Arc::try_unwrap(janus) {
+            janus.close().await;
+        }
     }
     result
 }
 
 struct Ctx<'a> {
-    janus: &'a Janus,
+    janus: &'a Arc<Janus>,
+    sink: Arc<dyn RoomSink>,
     settings: &'a JanusSettings,
     media: &'a Arc<RoomMedia>,
     private_id: Option<Value>,
@@ -416,20 +409,35 @@ impl Ctx<'_> {
                 return Err(e.into());
             }
         };
-        let started = self
-            .janus
-            .request(
-                handle,
-                json!({"request": "start"}),
-                Some(json!({"type": "answer", "sdp": answer})),
-            )
-            .await;
-        if let Err(e) = started {
-            let _ = tokio::task::spawn_blocking(move || drop(peer)).await;
-            let _ = self.janus.detach(handle).await;
-            return Err(e.into());
+        // tracks reach their participant's worker as soon as they flow, whatever the
+        // signalling loop is doing
+        {
+            let (sink, participant) = (Arc::clone(&self.sink), participant.clone());
+            peer.forward(move |track| {
+                tracing::debug!(track = %participant.track, mid = %track.mid, "janus: audio flowing");
+                sink.audio(&participant, track.source);
+            });
         }
-        let _ = self.janus.trickle(handle, None).await;
+        // Janus answers `start` once the media is up: wait for it off the signalling loop, so
+        // that other publishers are subscribed meanwhile
+        let janus = Arc::clone(self.janus);
+        let track = participant.track.clone();
+        tokio::spawn(async move {
+            let start = janus
+                .request(
+                    handle,
+                    json!({"request": "start"}),
+                    Some(json!({"type": "answer", "sdp": answer})),
+                )
+                .await;
+            match start {
+                Ok(_) => {
+                    let _ = janus.trickle(handle, None).await;
+                    tracing::debug!(track, "janus: subscription started");
+                }
+                Err(e) => tracing::warn!(track, "janus: subscription not started: {e}"),
+            }
+        });
         Ok((handle, peer))
     }
 }
