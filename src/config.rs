@@ -1091,6 +1091,51 @@ mod tests {
     }
 
     #[test]
+    fn janus_rooms_are_checked_field_by_field() {
+        let room = |table: &str| {
+            format!(
+                "{}[[rooms]]\nid = \"visio\"\n[rooms.janus]\n{table}",
+                minimal()
+            )
+        };
+        let cfg = load(
+            &room("url = \"ws://127.0.0.1:8188/\"\nroom = 1234\nice_addresses = [\"10.0.0.5\"]\n"),
+            &Env::new(),
+        )
+        .unwrap();
+        let janus = cfg.rooms[0].janus.clone().unwrap();
+        assert_eq!(janus.url, "ws://127.0.0.1:8188/");
+        assert_eq!(janus.room, "1234");
+        assert_eq!(janus.display, crate::sfu::janus::DEFAULT_DISPLAY);
+        assert_eq!(janus.media.jitter_ms, crate::sfu::media::DEFAULT_JITTER_MS);
+        assert_eq!(janus.media.ice_addresses, vec!["10.0.0.5".to_string()]);
+        let named = load(&room("url = \"wss://j\"\nroom = \"board\"\n"), &Env::new()).unwrap();
+        assert_eq!(named.rooms[0].janus.as_ref().unwrap().room, "board");
+        for (table, field) in [
+            ("url = \"http://j:8088\"\nroom = 1\n", "rooms[0].janus.url"),
+            ("url = \"ws://j\"\nroom = 0\n", "rooms[0].janus.room"),
+            ("url = \"ws://j\"\nroom = \" \"\n", "rooms[0].janus.room"),
+            (
+                "url = \"ws://j\"\nroom = 1\njitter_ms = 5000\n",
+                "rooms[0].janus.jitter_ms",
+            ),
+            (
+                "url = \"ws://j\"\nroom = 1\nice_addresses = [\"eth0\"]\n",
+                "rooms[0].janus.ice_addresses[0]",
+            ),
+        ] {
+            assert_eq!(field_of(load(&room(table), &Env::new())), field, "{table}");
+        }
+        assert!(
+            load(
+                &room("url = \"ws://j\"\nroom = 1\nbogus = 2\n"),
+                &Env::new()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn example_file_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("soustitre.example.toml");
         let text = std::fs::read_to_string(&path).unwrap();
