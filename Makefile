@@ -33,7 +33,7 @@ MODELS_STAMP := models/cache/.fetch-stamp
 MIRROR := $(or $(SOUSTITRE_MODEL_MIRROR),../shared/models)
 MODEL_MANIFEST := $(if $(filter /%,$(MIRROR)),$(MIRROR),$(ROOT)/$(MIRROR))/MANIFEST.toml
 
-.PHONY: transcribe-demo bench-fanout
+.PHONY: transcribe-demo bench-fanout bench-sfu
 .PHONY: help setup system models build run test lint fmt bench clean distclean FORCE
 
 help: ## list the targets
@@ -90,6 +90,9 @@ bench: setup ## benchmark on the dev corpus, writes out/bench.json
 
 bench-fanout: setup ## caption delivery benchmark (100 rooms x 100 clients), writes out/fanout.json
 	cd $(ROOT) && mkdir -p out && $(BIN) bench-fanout --json out/fanout.json $(FANOUT_ARGS)
+
+bench-sfu: setup ## end-to-end latency and CPU per track through a real Janus (root), writes out/sfu_janus.json
+	cd $(ROOT) && mkdir -p out && $(CARGO) bench --locked --bench sfu_janus -- --json out/sfu_janus.json $(SFU_BENCH_ARGS)
 
 clean: ## remove build outputs (target/, out/)
 	cd $(ROOT) && $(CARGO) clean && rm -rf out

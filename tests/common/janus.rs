@@ -57,7 +57,7 @@ fn ip(args: &str) {
     assert!(ok.success(), "ip {args} failed");
 }
 
-fn setup_network() {
+pub fn setup_network() {
     ip("link set lo up");
     ip("link add sfu0 type veth peer name sfu1");
     ip(&format!("addr add {ICE_ADDRESS}/24 dev sfu0"));
