@@ -82,7 +82,12 @@ fn parse_args() -> Args {
 fn people(meeting: &str) -> Vec<(u64, String, String)> {
     let dir = common::corpus(&format!("meetings/{meeting}/tracks"));
     let mut stems: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the meeting needs per-speaker tracks)",
+                dir.display()
+            )
+        })
         .filter_map(|e| {
             let p = e.ok()?.path();
             (p.extension()? == "wav").then(|| p.file_stem()?.to_str().map(str::to_owned))?

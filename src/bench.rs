@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// Caption with speaker diarization and score it on files with an `.rttm` reference.
     #[arg(long)]
     pub diarize: bool,
+    /// Diarization settings file (TOML, the fields of `[defaults.diarization]`); needs --diarize.
+    #[arg(long, requires = "diarize")]
+    pub diarize_settings: Option<PathBuf>,
 }
 
 /// Errors of a benchmark run.
@@ -211,7 +214,18 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     } else {
         Engine::prepare_default(&args.model)?
     };
-    let diarize = args.diarize.then(DiarizeSettings::default);
+    let diarize = match (&args.diarize_settings, args.diarize) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p).map_err(|e| BenchError::Io(p.clone(), e))?;
+            let d = toml::from_str::<DiarizeSettings>(&text)
+                .map_err(|e| BenchError::Settings(e.message().to_string()))?;
+            d.validate()
+                .map_err(|e| BenchError::Settings(e.to_string()))?;
+            Some(d)
+        }
+        (None, true) => Some(DiarizeSettings::default()),
+        (None, false) => None,
+    };
     let mut files = Vec::new();
     let mut logs = Vec::new();
     let mut pairs_stream = Vec::new();
