@@ -21,7 +21,7 @@
 //! speaker run (the first run keeps the segment id, later runs get new ids), so a final never
 //! mixes speakers and its label is never revised.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::asr::{AsrError, DecodeOptions, Decoded, Guard, Language, TIMESTAMP_STEP_S, Whisper};
 use crate::captions::{CaptionEvent, EventKind, Word};
@@ -138,6 +138,8 @@ pub struct Captioner {
     seq: u64,
     segments: u32,
     locked_language: Option<String>,
+    /// With diarization: the language locked for each voice (speaker index).
+    voice_languages: HashMap<usize, String>,
     clock: Box<dyn Fn() -> f64 + Send>,
     stats: CaptionerStats,
     diarizer: Option<TrackDiarizer>,
@@ -188,6 +190,7 @@ impl Captioner {
             seq: 0,
             segments: 0,
             locked_language: None,
+            voice_languages: HashMap::new(),
             clock,
             stats: CaptionerStats::default(),
             diarizer: None,
@@ -422,31 +425,91 @@ impl Captioner {
         Ok(())
     }
 
-    /// Options for a final decode, following the language policy.
-    fn final_options(&self) -> DecodeOptions {
-        DecodeOptions {
-            language: self.language_for(true),
+    /// Options for a final decode of the audio from absolute sample `start` to `end`, following
+    /// the language policy.
+    fn final_options(&mut self, start: u64, end: u64) -> Result<DecodeOptions, CaptionError> {
+        let voice = self.voice_of(start, end)?;
+        Ok(DecodeOptions {
+            language: self.language_for(true, voice),
             timestamps: self.settings.timestamps,
             ..Default::default()
-        }
+        })
     }
 
-    fn language_for(&self, is_final: bool) -> Language {
+    /// With diarization and `language = auto`: the voice speaking from absolute sample `start`
+    /// to `end` — the speaker most embedding windows centred there were first given (a label
+    /// never revised, so the answer depends on the audio only), else the speaker of the window
+    /// centred nearest. Waits for the diarization thread to have every frame sent so far.
+    fn voice_of(&mut self, start: u64, end: u64) -> Result<Option<usize>, CaptionError> {
+        if self.settings.language != LanguageSetting::Auto {
+            return Ok(None);
+        }
+        let Some(d) = self.diarizer.as_mut() else {
+            return Ok(None);
+        };
+        let t = std::time::Instant::now();
+        d.worker.sync()?;
+        self.stats.diarize_wait_s += t.elapsed().as_secs_f64();
+        let (from, to) = (start as f64 / SAMPLE_RATE, end as f64 / SAMPLE_RATE);
+        Ok(d.worker.with_labels(|l| {
+            let mut counts: Vec<(usize, usize)> = Vec::new();
+            for s in l
+                .windows()
+                .filter(|w| w.centre >= from && w.centre <= to)
+                .filter_map(|w| w.first_speaker)
+            {
+                match counts.iter_mut().find(|(k, _)| *k == s) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((s, 1)),
+                }
+            }
+            // most windows; the earliest seen wins a tie
+            let best = counts
+                .iter()
+                .fold(None::<(usize, usize)>, |b, &(k, n)| match b {
+                    Some((_, bn)) if bn >= n => b,
+                    _ => Some((k, n)),
+                });
+            best.map(|(k, _)| k).or_else(|| {
+                l.windows()
+                    .filter(|w| w.first_speaker.is_some())
+                    .min_by(|a, b| {
+                        (a.centre - (from + to) / 2.0)
+                            .abs()
+                            .total_cmp(&(b.centre - (from + to) / 2.0).abs())
+                    })
+                    .and_then(|w| w.first_speaker)
+            })
+        }))
+    }
+
+    /// The language to decode with. With `auto`, the language detected last is locked (partials
+    /// decode in it; finals detect again and keep it unless another is confidently detected).
+    /// With diarization the lock is per voice: a voice heard for the first time is detected
+    /// freely, so two people speaking different languages on one microphone each keep theirs.
+    fn language_for(&self, is_final: bool, voice: Option<usize>) -> Language {
         match &self.settings.language {
             LanguageSetting::Fixed(code) => Language::Fixed(code.clone()),
-            LanguageSetting::Auto => match (&self.locked_language, is_final) {
-                (Some(code), false) => Language::Fixed(code.clone()),
-                (prefer, _) => Language::Detect {
-                    prefer: prefer.clone(),
-                    switch_confidence: self.settings.language_switch_confidence,
-                },
-            },
+            LanguageSetting::Auto => {
+                let locked = match voice {
+                    Some(v) => self.voice_languages.get(&v),
+                    None => self.locked_language.as_ref(),
+                };
+                match (locked, is_final) {
+                    (Some(code), false) => Language::Fixed(code.clone()),
+                    (prefer, _) => Language::Detect {
+                        prefer: prefer.cloned(),
+                        switch_confidence: self.settings.language_switch_confidence,
+                    },
+                }
+            }
         }
     }
 
     /// Decodes the open segment's audio up to absolute sample `end` as a final would.
     fn decode_final_audio(&mut self, end: u64) -> Result<Decoded, CaptionError> {
-        let opts = self.final_options();
+        let start = self.seg.as_ref().expect("segment is open").start;
+        let opts = self.final_options(start, end)?;
         let seg = self.seg.as_ref().expect("segment is open");
         let n = ((end - seg.start) as usize).min(seg.audio.len());
         let t = std::time::Instant::now();
@@ -456,7 +519,12 @@ impl Captioner {
     }
 
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
-        let language = self.language_for(false);
+        // partials do not wait for the diarization thread: the latest window's voice
+        let voice = match (&self.diarizer, &self.settings.language) {
+            (Some(d), LanguageSetting::Auto) => d.worker.with_labels(|l| l.current()),
+            _ => None,
+        };
+        let language = self.language_for(false, voice);
         let seg = self.seg.as_mut().expect("segment is open");
         let interval = ms_to_samples(self.settings.partial_interval_ms);
         // partial times that passed while the captioner was catching up
@@ -673,6 +741,9 @@ impl Captioner {
             && self.settings.language == LanguageSetting::Auto
         {
             self.locked_language = Some(lang.clone());
+            if let Some(v) = self.voice_of(seg.start, end)? {
+                self.voice_languages.insert(v, lang.clone());
+            }
         }
         if timed.is_empty() && seg.id.is_none() {
             return Ok(());
@@ -753,7 +824,7 @@ impl Captioner {
         let decoded = match pre {
             Some(d) => d,
             None => {
-                let opts = self.final_options();
+                let opts = self.final_options(start, start + audio.len() as u64)?;
                 let t = std::time::Instant::now();
                 let d = self.whisper.transcribe(audio, &opts);
                 self.stats.asr_s += t.elapsed().as_secs_f64();
@@ -762,6 +833,15 @@ impl Captioner {
         };
         if !decoded.guards.is_empty() {
             self.stats.guarded += 1;
+            tracing::debug!(
+                track = %self.track,
+                from_s = start as f64 / SAMPLE_RATE,
+                to_s = (start + audio.len() as u64) as f64 / SAMPLE_RATE,
+                language = ?decoded.language,
+                guards = ?decoded.guards,
+                text = %decoded.text,
+                "final decode guarded"
+            );
         }
         let window_s = audio.len() as f64 / SAMPLE_RATE;
         // a loop the guard could cut keeps its text; a window whose text was dropped is split
