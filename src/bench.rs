@@ -19,9 +19,7 @@ use serde::Serialize;
 
 use crate::asr::{DecodeOptions, Language};
 use crate::captions::{CaptionEvent, JsonlWriter};
-use crate::diarize::{
-    DEFAULT_JOIN_GAP_S, DiarizeSettings, speakers_of, turns_from_finals, write_rttm,
-};
+use crate::diarize::{DiarizeSettings, speakers_of, write_rttm};
 use crate::engine::{DEFAULT_MODEL, Engine, EngineError};
 use crate::media::{AudioSource, DecodeSettings, MediaEvent};
 use crate::run::{RunError, caption_input_diarized, peak_rss_bytes};
@@ -362,7 +360,8 @@ impl Engine {
     }
 }
 
-/// Scores the finals' speaker turns against `reference` and writes them to `hyp`.
+/// Scores the speaker turns of the run (voiced audio labelled with the finals' labels) against
+/// `reference` and writes them to `hyp`.
 fn diar_figures(
     score_dir: &Path,
     reference: &Path,
@@ -370,7 +369,7 @@ fn diar_figures(
     finals: &[CaptionEvent],
     report: &crate::run::RunReport,
 ) -> Result<DiarFigures, BenchError> {
-    let turns = turns_from_finals(finals, DEFAULT_JOIN_GAP_S);
+    let turns = &report.turns;
     let name = reference
         .file_stem()
         .map_or("recording".into(), |s| s.to_string_lossy().to_string());

@@ -9,9 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use soustitre::captions::{
     CaptionEvent, CueSettings, JsonlWriter, TerminalRenderer, build_cues, to_srt, to_vtt,
 };
-use soustitre::diarize::{
-    DEFAULT_JOIN_GAP_S, DiarizeSettings, speakers_of, turns_from_finals, write_rttm,
-};
+use soustitre::diarize::{DiarizeSettings, speakers_of, write_rttm};
 use soustitre::engine::{DEFAULT_MODEL, Engine};
 use soustitre::media::DecodeSettings;
 use soustitre::models::ModelStore;
@@ -335,7 +333,9 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.rttm {
-        let turns = turns_from_finals(&finals, DEFAULT_JOIN_GAP_S);
+        // who spoke when: the diarizer's labels over the voiced audio (the same labels as the
+        // captions, also where the recognizer found no words)
+        let turns = &report.turns;
         let name = Path::new(&args.input)
             .file_stem()
             .map_or_else(|| "recording".into(), |s| s.to_string_lossy().to_string());

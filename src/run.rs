@@ -46,6 +46,8 @@ pub struct RunReport {
     pub stats: CaptionerStats,
     /// Gaps (lost audio) seen in the input, seconds.
     pub gaps_s: f64,
+    /// With diarization: who spoke when (see [`crate::stream::Captioner::take_turns`]).
+    pub turns: Vec<crate::diarize::Turn>,
 }
 
 /// Captions `input` (a path or URI) on track `track`, calling `on_event` for each event in
@@ -103,7 +105,7 @@ pub fn caption_input_diarized(
             WorkerMsg::Failed(e) => result = Err(e),
         }
     }
-    let (stats, gaps_s) = worker.join().map_err(|_| RunError::WorkerLost)?;
+    let (stats, gaps_s, turns) = worker.join().map_err(|_| RunError::WorkerLost)?;
     drop(source);
     result?;
     Ok(RunReport {
@@ -112,6 +114,7 @@ pub fn caption_input_diarized(
         cpu_s: cpu_seconds() - cpu0,
         stats,
         gaps_s,
+        turns,
     })
 }
 
@@ -124,7 +127,7 @@ fn worker(
     mut captioner: crate::stream::Captioner,
     rx: Receiver<MediaEvent>,
     tx: crossbeam_channel::Sender<WorkerMsg>,
-) -> (CaptionerStats, f64) {
+) -> (CaptionerStats, f64, Vec<crate::diarize::Turn>) {
     let mut out = Vec::new();
     let mut expected = 0u64;
     let mut gaps = 0u64;
@@ -164,7 +167,8 @@ fn worker(
                 let _ = captioner.finish(&mut out);
                 send_all(&mut out);
                 fail(e.into());
-                return (captioner.stats().clone(), gaps as f64 / 16_000.0);
+                let turns = captioner.take_turns();
+                return (captioner.stats().clone(), gaps as f64 / 16_000.0, turns);
             }
         }
     }
@@ -172,7 +176,8 @@ fn worker(
         fail(e.into());
     }
     send_all(&mut out);
-    (captioner.stats().clone(), gaps as f64 / 16_000.0)
+    let turns = captioner.take_turns();
+    (captioner.stats().clone(), gaps as f64 / 16_000.0, turns)
 }
 
 /// CPU time (user + system) of this process so far, seconds.

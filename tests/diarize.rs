@@ -95,7 +95,15 @@ fn settings() -> StreamSettings {
 }
 
 /// Captions `audio` through a diarizing captioner, slicing it with `sizes`.
-fn caption(audio: &[f32], mut sizes: impl FnMut() -> usize) -> Vec<CaptionEvent> {
+fn caption(audio: &[f32], sizes: impl FnMut() -> usize) -> Vec<CaptionEvent> {
+    caption_with_turns(audio, sizes).0
+}
+
+/// [`caption`], with the speaker turns the captioner made of the voiced audio.
+fn caption_with_turns(
+    audio: &[f32],
+    mut sizes: impl FnMut() -> usize,
+) -> (Vec<CaptionEvent>, Vec<soustitre::diarize::Turn>) {
     let mut c = diarize_engine(MODEL)
         .diarized_captioner(
             settings(),
@@ -113,7 +121,8 @@ fn caption(audio: &[f32], mut sizes: impl FnMut() -> usize) -> Vec<CaptionEvent>
         rest = &rest[n..];
     }
     c.finish(&mut out).unwrap();
-    out
+    let turns = c.take_turns();
+    (out, turns)
 }
 
 /// Speaker, start, end and text of every final.
@@ -152,16 +161,54 @@ fn captioner_labels_finals_and_splits_at_speaker_changes() {
     );
 }
 
+/// The diarization target through the captioner: who spoke when, as the captioner labels it.
+const MAX_CAPTIONER_DER: f64 = 0.12;
+
+#[test]
+fn captioner_turns_score_on_every_meeting() {
+    for m in MEETINGS {
+        let audio = read_wav(&corpus(&format!("meetings/{m}/meeting.wav")));
+        let (events, turns) = caption_with_turns(&audio, || usize::MAX);
+        // the turns carry the captions' labels, and nothing else
+        let labels: std::collections::BTreeSet<&str> =
+            turns.iter().map(|t| t.speaker.as_str()).collect();
+        let captioned: std::collections::BTreeSet<String> =
+            speakers_of(&events).into_iter().collect();
+        assert_eq!(labels.len(), 3, "{m}: turn labels {labels:?}");
+        for l in &captioned {
+            assert!(
+                labels.contains(l.as_str()),
+                "{m}: caption label {l} has no turn"
+            );
+        }
+        assert!(
+            turns
+                .windows(2)
+                .all(|w| w[0].start <= w[1].start && w[0].end > w[0].start)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let hyp = dir.path().join("hyp.rttm");
+        write_rttm(std::fs::File::create(&hyp).unwrap(), m, &turns).unwrap();
+        let der = der(&corpus(&format!("meetings/{m}/meeting.rttm")), &hyp);
+        assert!(
+            der <= MAX_CAPTIONER_DER,
+            "{m}: DER of the captioner's turns {:.1} %",
+            der * 100.0
+        );
+    }
+}
+
 #[test]
 fn labels_never_change_and_do_not_depend_on_slicing() {
     let audio = read_wav(&corpus("meetings/mix_enfr_3spk/meeting.wav"));
-    let whole = caption(&audio, || usize::MAX);
+    let (whole, whole_turns) = caption_with_turns(&audio, || usize::MAX);
     let reference = labelled_finals(&whole);
     assert!(reference.iter().all(|f| f.0.is_some()), "{reference:?}");
     for seed in [7u64, 1234] {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let sliced = caption(&audio, || rng.random_range(1..4000));
+        let (sliced, turns) = caption_with_turns(&audio, || rng.random_range(1..4000));
         assert_eq!(labelled_finals(&sliced), reference, "seed {seed}");
+        assert_eq!(turns, whole_turns, "seed {seed}: speaker turns");
         // one final per segment, never re-emitted with another speaker
         let mut seen: HashMap<(&str, &str), Option<&str>> = HashMap::new();
         for e in sliced.iter().filter(|e| e.is_final()) {

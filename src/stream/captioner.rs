@@ -26,7 +26,9 @@ use std::collections::{HashMap, VecDeque};
 use crate::asr::{AsrError, DecodeOptions, Decoded, Guard, Language, TIMESTAMP_STEP_S, Whisper};
 use crate::captions::{CaptionEvent, EventKind, Word};
 use crate::diarize::track::speaker_runs;
-use crate::diarize::{DiarizeError, DiarizeSettings, Diarizer, SpeakerNames};
+use crate::diarize::{
+    DEFAULT_JOIN_GAP_S, DiarizeError, DiarizeSettings, Diarizer, SpeakerNames, Turn,
+};
 use crate::onnx::OnnxError;
 use crate::vad::{FRAME_SAMPLES, SileroVad};
 
@@ -154,6 +156,8 @@ struct TrackDiarizer {
     sent: VecDeque<u64>,
     /// Newest window index a change was looked for at.
     last_checked: Option<u64>,
+    /// Speaker turns of the closed segments' voiced audio, not yet taken.
+    turns: Vec<Turn>,
 }
 
 impl Captioner {
@@ -212,6 +216,7 @@ impl Captioner {
             min_run_s: settings.min_run_ms as f64 / 1000.0,
             sent: VecDeque::new(),
             last_checked: None,
+            turns: Vec::new(),
         });
         Ok(self)
     }
@@ -226,6 +231,29 @@ impl Captioner {
         self.diarizer
             .as_ref()
             .map_or_else(Vec::new, |d| d.names.labels())
+    }
+
+    /// With diarization: who spoke when, from the voiced audio of the segments closed so far
+    /// (every voiced frame takes the speaker of the embedding window centred nearest, under the
+    /// labels of the finals), whether or not the recognizer found words in it; turns of one
+    /// speaker less than [`DEFAULT_JOIN_GAP_S`] apart are joined. Taken once: later calls return
+    /// the turns closed since. Empty without diarization.
+    pub fn take_turns(&mut self) -> Vec<Turn> {
+        let Some(d) = self.diarizer.as_mut() else {
+            return Vec::new();
+        };
+        let mut turns: Vec<Turn> = Vec::new();
+        for t in d.turns.drain(..) {
+            match turns.last_mut() {
+                Some(last)
+                    if last.speaker == t.speaker && t.start - last.end <= DEFAULT_JOIN_GAP_S =>
+                {
+                    last.end = last.end.max(t.end)
+                }
+                _ => turns.push(t),
+            }
+        }
+        turns
     }
 
     /// Counters so far.
@@ -718,6 +746,7 @@ impl Captioner {
         if voiced_ms < self.settings.min_speech_ms as u64 && seg.id.is_none() {
             return Ok(());
         }
+        self.record_turns(seg.start, &seg.probs, end)?;
         let had_spec = seg.speculative.as_ref().is_some_and(|(e, _)| *e == end);
         let mut seg = seg;
         let pre = if had_spec {
@@ -773,6 +802,48 @@ impl Captioner {
             out.push(ev);
         }
         self.seg = None;
+        Ok(())
+    }
+
+    /// With diarization: the speaker turns of the voiced frames of a segment starting at
+    /// absolute sample `start` (VAD probabilities `probs`), up to sample `end`.
+    fn record_turns(&mut self, start: u64, probs: &[f32], end: u64) -> Result<(), CaptionError> {
+        let release = self.settings.vad_release;
+        let Some(d) = self.diarizer.as_mut() else {
+            return Ok(());
+        };
+        let t = std::time::Instant::now();
+        d.worker.sync()?;
+        self.stats.diarize_wait_s += t.elapsed().as_secs_f64();
+        let frame_s = FRAME_SAMPLES as f64 / SAMPLE_RATE;
+        let frames = ((end.saturating_sub(start)) as usize / FRAME_SAMPLES).min(probs.len());
+        let voiced: Vec<(f64, Option<usize>)> = d.worker.with_labels(|l| {
+            (0..frames)
+                .filter(|&i| probs[i] >= release)
+                .map(|i| {
+                    let t0 = (start + (i * FRAME_SAMPLES) as u64) as f64 / SAMPLE_RATE;
+                    (t0, l.speaker_at(t0 + frame_s / 2.0))
+                })
+                .collect()
+        });
+        // frames before the first window of the track take the first speaker known
+        let first = voiced.iter().find_map(|(_, s)| *s);
+        let mut last = first;
+        for (t0, s) in voiced {
+            let Some(s) = s.or(last) else { continue };
+            last = Some(s);
+            let label = d.names.commit(s);
+            match d.turns.last_mut() {
+                Some(turn) if turn.speaker == label && t0 - turn.end <= frame_s + 1e-9 => {
+                    turn.end = t0 + frame_s
+                }
+                _ => d.turns.push(Turn {
+                    start: t0,
+                    end: t0 + frame_s,
+                    speaker: label,
+                }),
+            }
+        }
         Ok(())
     }
 
