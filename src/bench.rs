@@ -374,7 +374,7 @@ fn diar_figures(
         .file_stem()
         .map_or("recording".into(), |s| s.to_string_lossy().to_string());
     let file = std::fs::File::create(hyp).map_err(|e| BenchError::Io(hyp.to_path_buf(), e))?;
-    write_rttm(std::io::BufWriter::new(file), &name, &turns)
+    write_rttm(std::io::BufWriter::new(file), &name, turns)
         .map_err(|e| BenchError::Io(hyp.to_path_buf(), e))?;
     let ref_text =
         std::fs::read_to_string(reference).map_err(|e| BenchError::Io(reference.into(), e))?;

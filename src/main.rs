@@ -342,7 +342,7 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         let f =
             std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?;
         let mut w = std::io::BufWriter::new(f);
-        write_rttm(&mut w, &name, &turns)
+        write_rttm(&mut w, &name, turns)
             .and_then(|_| std::io::Write::flush(&mut w))
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
