@@ -254,6 +254,10 @@ pub struct RoomFile {
     /// track is usually one person); a source's own `diarize` overrides it.
     #[serde(default)]
     pub diarize: bool,
+    /// `[rooms.diarization]`: any subset of the diarization knobs, merged over
+    /// `[defaults.diarization]` (a room of shared microphones may allow more speakers, say).
+    #[serde(default)]
+    pub diarization: toml::Table,
     /// `[rooms.janus]`: attach the room to a Janus VideoRoom; every publisher becomes a track.
     #[serde(default)]
     pub janus: Option<JanusFile>,
@@ -545,6 +549,16 @@ impl ServiceConfig {
         path: &str,
     ) -> Result<StreamSettings, ConfigError> {
         merge_stream(&self.default_stream, overrides, path)
+    }
+
+    /// Diarization knobs for a room created at run time (admin API) with `overrides` merged
+    /// over `[defaults.diarization]`; errors name `path.field`.
+    pub fn diarization_for(
+        &self,
+        overrides: &toml::Table,
+        path: &str,
+    ) -> Result<DiarizeSettings, ConfigError> {
+        merge_diarization(&self.default_diarization, overrides, path)
     }
 }
 
@@ -944,7 +958,11 @@ fn resolve(
             stream,
             sources,
             diarize: room.diarize,
-            diarization: default_diarization.clone(),
+            diarization: merge_diarization(
+                &default_diarization,
+                &room.diarization,
+                &format!("{at}.diarization"),
+            )?,
             janus,
         });
     }
@@ -1019,6 +1037,34 @@ fn merge_stream(
     overrides: &toml::Table,
     path: &str,
 ) -> Result<StreamSettings, ConfigError> {
+    merge_settings(base, overrides, path, |s: &StreamSettings| {
+        s.validate().map_err(|e| (e.field.to_string(), e.reason))
+    })
+}
+
+/// Diarization knobs: `base` with the keys of `overrides` replaced, validated; errors name
+/// `path.key`.
+fn merge_diarization(
+    base: &DiarizeSettings,
+    overrides: &toml::Table,
+    path: &str,
+) -> Result<DiarizeSettings, ConfigError> {
+    merge_settings(base, overrides, path, |s: &DiarizeSettings| {
+        s.validate().map_err(|e| {
+            let field = e.field.strip_prefix("diarize.").unwrap_or(e.field);
+            (field.to_string(), e.reason)
+        })
+    })
+}
+
+/// A settings struct with some keys replaced by `overrides`, then validated by `validate`
+/// (which names the bad field).
+fn merge_settings<T: serde::Serialize + serde::de::DeserializeOwned>(
+    base: &T,
+    overrides: &toml::Table,
+    path: &str,
+    validate: impl Fn(&T) -> Result<(), (String, String)>,
+) -> Result<T, ConfigError> {
     // Every field serialises, so the keys of the serialised defaults are the accepted keys.
     let base_table = toml::Table::try_from(base)
         .map_err(|e| ConfigError::invalid(path, format!("cannot serialise the defaults: {e}")))?;
@@ -1034,7 +1080,7 @@ fn merge_stream(
         // Try the key alone first so that a wrong type names its own key.
         let mut one = base_table.clone();
         one.insert(key.clone(), value.clone());
-        if let Err(e) = one.try_into::<StreamSettings>() {
+        if let Err(e) = one.try_into::<T>() {
             return Err(ConfigError::invalid(
                 format!("{path}.{key}"),
                 e.message().trim().to_string(),
@@ -1042,12 +1088,11 @@ fn merge_stream(
         }
         merged.insert(key.clone(), value.clone());
     }
-    let settings: StreamSettings = merged
+    let settings: T = merged
         .try_into()
         .map_err(|e| ConfigError::invalid(path, e.message().trim().to_string()))?;
-    settings
-        .validate()
-        .map_err(|e| ConfigError::invalid(format!("{path}.{}", e.field), e.reason))?;
+    validate(&settings)
+        .map_err(|(field, reason)| ConfigError::invalid(format!("{path}.{field}"), reason))?;
     Ok(settings)
 }
 
@@ -1088,6 +1133,46 @@ mod tests {
         err.field()
             .unwrap_or_else(|| panic!("no field in {err}"))
             .to_string()
+    }
+
+    #[test]
+    fn room_diarization_merges_over_the_defaults_field_by_field() {
+        let room = |defaults: &str, table: &str| {
+            format!(
+                "{}{defaults}[[rooms]]\nid = \"board\"\ndiarize = true\n[rooms.diarization]\n{table}",
+                minimal()
+            )
+        };
+        let cfg = load(
+            &room(
+                "[defaults.diarization]\nnew_speaker_similarity = 0.55\n",
+                "max_speakers = 10\n",
+            ),
+            &Env::new(),
+        )
+        .unwrap();
+        let d = &cfg.rooms[0].diarization;
+        assert_eq!(d.max_speakers, 10);
+        assert_eq!(d.new_speaker_similarity, 0.55, "the service default stays");
+        assert_eq!(d.window_ms, crate::diarize::DEFAULT_WINDOW_MS);
+        assert_eq!(
+            cfg.diarization_for(&toml::Table::new(), "diarization")
+                .unwrap()
+                .new_speaker_similarity,
+            0.55
+        );
+        for (table, field) in [
+            ("max_speakers = 0\n", "rooms[0].diarization.max_speakers"),
+            ("window_ms = \"long\"\n", "rooms[0].diarization.window_ms"),
+            ("window_ms = 200\n", "rooms[0].diarization.window_ms"),
+            ("speakers = 3\n", "rooms[0].diarization.speakers"),
+        ] {
+            assert_eq!(
+                field_of(load(&room("", table), &Env::new())),
+                field,
+                "{table}"
+            );
+        }
     }
 
     #[test]

@@ -112,6 +112,15 @@ async fn rooms_are_created_captioned_listed_stopped_and_deleted() {
     .await;
     assert_eq!(s, 400);
     assert!(b.contains("partial_interval_ms"), "{b}");
+    let (s, b) = call(
+        "POST",
+        format!("{admin}/rooms"),
+        Some(serde_json::json!({"id": "x", "diarize": true, "diarization": {"max_speakers": 0}})),
+        t,
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(b.contains("diarization.max_speakers"), "{b}");
     let (s, _) = call(
         "POST",
         format!("{admin}/rooms"),

@@ -82,6 +82,9 @@ struct CreateRoom {
     /// Diarize the room's tracks (unless a source says otherwise).
     #[serde(default)]
     diarize: bool,
+    /// Diarization knobs of the room, merged over `[defaults.diarization]`.
+    #[serde(default)]
+    diarization: Option<serde_json::Map<String, serde_json::Value>>,
     /// Attach the room to a Janus VideoRoom (same fields as `[rooms.janus]` in the config file).
     #[serde(default)]
     janus: Option<crate::config::JanusFile>,
@@ -109,6 +112,17 @@ async fn create(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let diarization: toml::Table = match req.diarization {
+        None => toml::Table::new(),
+        Some(map) => match serde_json::from_value(serde_json::Value::Object(map)) {
+            Ok(t) => t,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("diarization: {e}")),
+        },
+    };
+    let diarization = match state.config.diarization_for(&diarization, "diarization") {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     let janus = match req.janus.as_ref().map(|j| j.resolve("janus")).transpose() {
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -118,7 +132,7 @@ async fn create(
         stream,
         sources: req.sources,
         diarize: req.diarize,
-        diarization: state.config.default_diarization.clone(),
+        diarization,
         janus,
     };
     let st = state.clone();
