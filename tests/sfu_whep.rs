@@ -49,8 +49,15 @@ fn fixtures() -> PathBuf {
 }
 
 fn endpoint_url() -> String {
-    format!("http://{ICE_ADDRESS}:{WHEP_PORT}/whep/endpoint/{ENDPOINT}")
+    endpoint_url_on(WHEP_PORT)
 }
+
+fn endpoint_url_on(port: u16) -> String {
+    format!("http://{ICE_ADDRESS}:{port}/whep/endpoint/{ENDPOINT}")
+}
+
+/// Port of a second WHEP server, in the library's default (client offer) mode.
+const STANDARD_PORT: u16 = 7091;
 
 /// janus-whep-server run by node; its JSON event lines are collected.
 struct WhepServer {
@@ -60,7 +67,13 @@ struct WhepServer {
 }
 
 impl WhepServer {
+    /// janus-whep-server in its server-sent offer mode on [`WHEP_PORT`].
     fn start() -> WhepServer {
+        Self::start_mode(WHEP_PORT, "server-offers")
+    }
+
+    /// On `port`; `mode` is `server-offers` or `client-offers` (the library's default).
+    fn start_mode(port: u16, mode: &str) -> WhepServer {
         assert!(
             fixtures().join("node_modules/janus-whep-server").is_dir(),
             "janus-whep-server is not installed: run `make setup` (npm ci in tests/fixtures/whep)"
@@ -69,11 +82,11 @@ impl WhepServer {
             .arg(fixtures().join("server.mjs"))
             .args([
                 &format!("ws://127.0.0.1:{PORT}"),
-                &WHEP_PORT.to_string(),
+                &port.to_string(),
                 ENDPOINT,
                 &MOUNTPOINT.to_string(),
                 TOKEN,
-                "server-offers",
+                mode,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -493,6 +506,45 @@ fn a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart() {
                 .0,
             200
         );
+
+        // RFC 9725's flow against Debian's Janus: janus-whep-server passes our offer to the
+        // Streaming plugin, which (before Janus 1.1.3) ignores it and sends an offer of its own
+        // back in the 201; soustitre names the problem instead of failing in webrtcbin
+        let standard = WhepServer::start_mode(STANDARD_PORT, "client-offers");
+        let (status, _) = admin(
+            "POST",
+            format!("{admin_base}/rooms"),
+            Some(serde_json::json!({
+                "id": "standard",
+                "whep": {"url": endpoint_url_on(STANDARD_PORT), "token": TOKEN,
+                         "ice_addresses": [ICE_ADDRESS]},
+            })),
+        )
+        .await;
+        assert_eq!(status, 201);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let error = loop {
+            let (_, info) = admin("GET", format!("{admin_base}/rooms/standard"), None).await;
+            if let Some(e) = info["sfu"]["error"].as_str() {
+                break e.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no error in {info}");
+            tokio::time::sleep(Duration::from_millis(100)).await; // polling a condition
+        };
+        println!("client offer to Janus 1.1.2: {error}");
+        assert!(error.contains("carries an offer"), "{error}");
+        assert_eq!(
+            admin("DELETE", format!("{admin_base}/rooms/standard"), None)
+                .await
+                .0,
+            200
+        );
+        // the resource of the failed negotiation was deleted
+        let gone = tokio::task::block_in_place(|| {
+            standard.wait_event("subscriber-gone", Duration::from_secs(10))
+        });
+        assert_eq!(gone["subscribers"], 0, "{gone}");
+        drop(standard);
 
         // the WHEP server dies mid-sentence and comes back: the session is noticed dead, the
         // endpoint is subscribed again, the outage is a gap, and later speech is captioned

@@ -106,7 +106,8 @@ impl Client {
         self.token.as_ref().map(|t| format!("Bearer {t}"))
     }
 
-    /// POSTs our offer to the endpoint: the server's description and the new resource.
+    /// POSTs our offer to the endpoint: the server's description (not checked yet: see
+    /// [`check_answer`] and [`check_sdp`]) and the new resource.
     pub fn post(&self, offer: &str) -> Result<(Reply, Resource), HttpError> {
         let url = &self.endpoint;
         let mut req = self
@@ -131,7 +132,17 @@ impl Client {
             return Err(refusal(url, status, body));
         }
         let content_type = header("content-type").unwrap_or_default();
+        let location = header("location");
         if !is_sdp(&content_type) {
+            if let Some(location) = &location {
+                // a session may exist on the server anyway: end it
+                let _ = self.delete(&Resource {
+                    url: resolve_url(url, location),
+                    etag: None,
+                    trickle: false,
+                    ice: IceServers::default(),
+                });
+            }
             // a 406 without an SDP is a plain refusal
             if status == 406 {
                 return Err(refusal(url, status, body));
@@ -141,8 +152,7 @@ impl Client {
                 content_type,
             });
         }
-        let location =
-            header("location").ok_or_else(|| HttpError::NoLocation { url: url.clone() })?;
+        let location = location.ok_or_else(|| HttpError::NoLocation { url: url.clone() })?;
         let links: Vec<String> = headers
             .get_all("link")
             .iter()
@@ -164,11 +174,10 @@ impl Client {
             trickle,
             ice: ice_servers(&links),
         };
+        // the description is checked by the caller, which deletes the resource if it is wrong
         let reply = if status == 201 {
-            check_answer(&body)?;
             Reply::Answer(body)
         } else {
-            check_sdp(&body)?;
             Reply::ServerOffer(body)
         };
         Ok((reply, resource))
@@ -247,7 +256,7 @@ fn is_sdp(content_type: &str) -> bool {
 }
 
 /// A description must at least look like SDP with an audio section.
-fn check_sdp(sdp: &str) -> Result<(), HttpError> {
+pub fn check_sdp(sdp: &str) -> Result<(), HttpError> {
     if !sdp.trim_start().starts_with("v=0") {
         return Err(HttpError::Sdp("the body does not start with v=0".into()));
     }
@@ -259,7 +268,7 @@ fn check_sdp(sdp: &str) -> Result<(), HttpError> {
 
 /// An answer must be one: `a=setup:actpass` is only valid in an offer (RFC 5763). Janus before
 /// 1.1.3 behind janus-whep-server sends the Streaming plugin's own offer in a `201`.
-fn check_answer(sdp: &str) -> Result<(), HttpError> {
+pub fn check_answer(sdp: &str) -> Result<(), HttpError> {
     check_sdp(sdp)?;
     if sdp.lines().any(|l| l.trim() == "a=setup:actpass") {
         return Err(HttpError::Sdp(

@@ -378,10 +378,12 @@ fn negotiate(
     let finish = || -> Result<SubscriberPeer, WhepError> {
         match &reply {
             Reply::Answer(answer) => {
+                http::check_answer(answer)?;
                 peer.accept_answer(answer)?;
                 Ok(peer)
             }
             Reply::ServerOffer(server_offer) => {
+                http::check_sdp(server_offer)?;
                 drop(peer);
                 let (peer, answer) = media.answer(label, server_offer, ice)?;
                 client.patch_answer(&resource, &answer)?;
