@@ -281,7 +281,7 @@ pub fn check_answer(sdp: &str) -> Result<(), HttpError> {
 }
 
 /// Resolves a `Location` against the endpoint URL (absolute, network-path, absolute-path and
-/// relative-path references; dot segments are not normalised).
+/// relative-path references, dot segments removed).
 pub fn resolve_url(base: &str, reference: &str) -> String {
     let reference = reference.trim();
     if reference.contains("://") {
@@ -297,10 +297,41 @@ pub fn resolve_url(base: &str, reference: &str) -> String {
         None => (rest, "/"),
     };
     if reference.starts_with('/') {
-        return format!("{scheme}://{authority}{reference}");
+        return format!("{scheme}://{authority}{}", remove_dots(reference));
     }
     let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
-    format!("{scheme}://{authority}{dir}{reference}")
+    format!(
+        "{scheme}://{authority}{}",
+        remove_dots(&format!("{dir}{reference}"))
+    )
+}
+
+/// Removes `.` and `..` segments of an absolute path (RFC 3986, 5.2.4), keeping its query.
+fn remove_dots(path: &str) -> String {
+    let (path, query) = match path.find(['?', '#']) {
+        Some(i) => path.split_at(i),
+        None => (path, ""),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            "." => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    format!("/{}{query}", out.join("/"))
 }
 
 /// ICE servers of `Link: <uri>; rel="ice-server"[; username=...; credential=...]` headers, in
@@ -398,6 +429,15 @@ mod tests {
             "http://10.0.0.1:7090/whep/endpoint/res/3"
         );
         assert_eq!(resolve_url("https://h", "/r"), "https://h/r");
+        assert_eq!(
+            resolve_url(base, "../resource/1"),
+            "http://10.0.0.1:7090/whep/resource/1"
+        );
+        assert_eq!(
+            resolve_url(base, "./a/../b?x=../y"),
+            "http://10.0.0.1:7090/whep/endpoint/b?x=../y"
+        );
+        assert_eq!(resolve_url(base, "/a/./b/../"), "http://10.0.0.1:7090/a/");
     }
 
     #[test]
