@@ -32,14 +32,18 @@ ORT_LIB := .local/lib/libonnxruntime.so
 MODELS_STAMP := models/cache/.fetch-stamp
 MIRROR := $(or $(SOUSTITRE_MODEL_MIRROR),../shared/models)
 MODEL_MANIFEST := $(if $(filter /%,$(MIRROR)),$(MIRROR),$(ROOT)/$(MIRROR))/MANIFEST.toml
+# The WHEP server of tests/sfu_whep.rs (janus-whep-server from npm, pinned by package-lock.json),
+# installed beside its fixture; npm ci writes the hidden lockfile used as the stamp.
+WHEP_FIXTURE := tests/fixtures/whep
+WHEP_STAMP := $(WHEP_FIXTURE)/node_modules/.package-lock.json
 
 .PHONY: transcribe-demo bench-fanout bench-sfu
-.PHONY: help setup system models build run test lint fmt bench clean distclean FORCE
+.PHONY: help setup system models build run test lint fmt bench clean distclean whep-server FORCE
 
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## /{printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: system build $(ROOT)/$(MODELS_STAMP) ## install everything, build, fetch and verify the models
+setup: system build $(ROOT)/$(MODELS_STAMP) $(ROOT)/$(WHEP_STAMP) ## install everything, build, fetch and verify the models
 
 system: $(ROOT)/$(SETUP_STAMP) ## only the system side: Debian packages, ONNX Runtime, Python scorer deps
 
@@ -56,6 +60,13 @@ $(ROOT)/$(BIN): $(ROOT)/$(SETUP_STAMP) FORCE
 $(ROOT)/$(MODELS_STAMP): $(ROOT)/$(BIN) $(wildcard $(MODEL_MANIFEST))
 	cd $(ROOT) && $(BIN) models fetch --all
 	mkdir -p $(@D) && touch $@
+
+whep-server: $(ROOT)/$(WHEP_STAMP) ## only the WHEP test server (npm ci in tests/fixtures/whep)
+
+$(ROOT)/$(WHEP_STAMP): $(ROOT)/$(WHEP_FIXTURE)/package.json $(ROOT)/$(WHEP_FIXTURE)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm (Node.js >= 18.18) is needed for the WHEP test server: apt-get install nodejs npm" >&2; exit 1; }
+	cd $(ROOT)/$(WHEP_FIXTURE) && npm ci --no-audit --no-fund
+	touch $@
 
 models: build ## fetch all model bundles again from the mirror, checking every sha256
 	cd $(ROOT) && $(BIN) models fetch --all
@@ -97,7 +108,7 @@ bench-sfu: setup ## end-to-end latency and CPU per track through a real Janus (r
 clean: ## remove build outputs (target/, out/)
 	cd $(ROOT) && $(CARGO) clean && rm -rf out
 
-distclean: clean ## also remove .local/ (ONNX Runtime, stamps) and models/cache/
-	cd $(ROOT) && rm -rf .local models/cache
+distclean: clean ## also remove .local/ (ONNX Runtime, stamps), models/cache/ and the WHEP test server
+	cd $(ROOT) && rm -rf .local models/cache $(WHEP_FIXTURE)/node_modules
 
 FORCE:

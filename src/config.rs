@@ -261,6 +261,9 @@ pub struct RoomFile {
     /// `[rooms.janus]`: attach the room to a Janus VideoRoom; every publisher becomes a track.
     #[serde(default)]
     pub janus: Option<JanusFile>,
+    /// `[rooms.whep]`: play WHEP endpoints; each one is a participant's track.
+    #[serde(default)]
+    pub whep: Option<WhepFile>,
 }
 
 /// A `[rooms.janus]` table: the Janus VideoRoom a room is attached to.
@@ -341,6 +344,234 @@ impl JanusFile {
                 ice_addresses: self.ice_addresses.clone(),
                 stun_server: self.stun_server.clone(),
             },
+        })
+    }
+}
+
+/// A `[rooms.whep]` table: WHEP (RFC 9725) endpoints the room plays, each one participant's
+/// track. One endpoint is written inline (`url`, `token`, `name`...); several go in `endpoints`.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhepFile {
+    /// Endpoint URL (`http://` or `https://`), for a room with one endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Bearer token of that endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Display name of that endpoint's speaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Participant identity of that speaker (default: the URL's last path segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// Track id (default `whep-<identity>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
+    /// `[[rooms.whep.endpoints]]`: several endpoints (instead of `url`...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<WhepEndpointFile>,
+    /// Jitter buffer latency, ms (default 60, at most 2000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u32>,
+    /// Restrict ICE to these local addresses (default: all interfaces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ice_addresses: Vec<String>,
+    /// STUN server `stun://host:port` (the server's `Link` headers override it after the first
+    /// connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stun_server: Option<String>,
+    /// Longest wait for the first audio after the POST, s (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_s: Option<f64>,
+    /// Longest stretch without audio packets before reconnecting, s (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_timeout_s: Option<f64>,
+}
+
+/// One of `[[rooms.whep.endpoints]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhepEndpointFile {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track: Option<String>,
+}
+
+/// Longest WHEP connect or media timeout accepted, s.
+pub const MAX_WHEP_TIMEOUT_S: f64 = 600.0;
+
+impl WhepFile {
+    /// Checks the table and turns it into attachment settings; errors name `at.<field>`.
+    pub fn resolve(&self, at: &str) -> Result<crate::sfu::whep::WhepSettings, ConfigError> {
+        use crate::sfu::whep;
+        let inline = WhepEndpointFile {
+            url: self.url.clone().unwrap_or_default(),
+            token: self.token.clone(),
+            name: self.name.clone(),
+            identity: self.identity.clone(),
+            track: self.track.clone(),
+        };
+        let has_inline = self.url.is_some()
+            || self.token.is_some()
+            || self.name.is_some()
+            || self.identity.is_some()
+            || self.track.is_some();
+        let list: Vec<(String, &WhepEndpointFile)> = match (has_inline, self.endpoints.is_empty()) {
+            (true, true) => vec![(at.to_owned(), &inline)],
+            (false, false) => self
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (format!("{at}.endpoints[{i}]"), e))
+                .collect(),
+            (true, false) => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.endpoints"),
+                    "set `url` (one endpoint) or `endpoints` (several), not both",
+                ));
+            }
+            (false, true) => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.url"),
+                    "missing: the WHEP endpoint URL (or `endpoints` for several)",
+                ));
+            }
+        };
+        let mut endpoints = Vec::with_capacity(list.len());
+        let mut tracks = HashSet::new();
+        for (n, (at, e)) in list.into_iter().enumerate() {
+            let url = e.url.trim();
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+                || url.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}.url"),
+                    "must be an http:// or https:// URL of the WHEP endpoint",
+                ));
+            }
+            if let Some(t) = &e.token
+                && (t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                return Err(ConfigError::invalid(
+                    format!("{at}.token"),
+                    "must be a non-empty token without spaces",
+                ));
+            }
+            for (field, value) in [("name", &e.name), ("identity", &e.identity)] {
+                if let Some(v) = value
+                    && (v.trim().is_empty()
+                        || v.chars().count() > MAX_NAME_LEN
+                        || v.chars().any(char::is_control))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{at}.{field}"),
+                        format!("must have 1 to {MAX_NAME_LEN} printable characters"),
+                    ));
+                }
+            }
+            let identity = e.identity.clone().unwrap_or_else(|| {
+                let path = url.split(['?', '#']).next().unwrap_or(url);
+                match path.trim_end_matches('/').rsplit('/').next() {
+                    Some(seg) if !seg.is_empty() && !seg.contains(':') => seg.to_owned(),
+                    _ => format!("endpoint-{}", n + 1),
+                }
+            });
+            let track = match &e.track {
+                Some(t) => t.clone(),
+                None => {
+                    let safe: String = identity
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                                c
+                            } else {
+                                '-'
+                            }
+                        })
+                        .take(MAX_ID_LEN - 5)
+                        .collect();
+                    format!("whep-{safe}")
+                }
+            };
+            check_id(format!("{at}.track"), &track)?;
+            if !tracks.insert(track.clone()) {
+                return Err(ConfigError::invalid(
+                    format!("{at}.track"),
+                    format!("track {track:?} is used by another endpoint"),
+                ));
+            }
+            endpoints.push(whep::WhepEndpoint {
+                url: url.to_owned(),
+                token: e.token.clone(),
+                participant: crate::sfu::RemoteParticipant {
+                    track,
+                    name: e.name.clone().unwrap_or_else(|| identity.clone()),
+                    identity,
+                },
+            });
+        }
+        let jitter_ms = self
+            .jitter_ms
+            .unwrap_or(crate::sfu::media::DEFAULT_JITTER_MS);
+        if jitter_ms > MAX_SFU_JITTER_MS {
+            return Err(ConfigError::invalid(
+                format!("{at}.jitter_ms"),
+                format!("must be at most {MAX_SFU_JITTER_MS}"),
+            ));
+        }
+        for (i, a) in self.ice_addresses.iter().enumerate() {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("{at}.ice_addresses[{i}]"),
+                    format!("{a:?} is not an IP address"),
+                ));
+            }
+        }
+        if let Some(stun) = &self.stun_server
+            && !stun.starts_with("stun://")
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}.stun_server"),
+                "must be a stun://host:port URL",
+            ));
+        }
+        let timeout = |field: &str, v: Option<f64>, default: std::time::Duration| match v {
+            None => Ok(default),
+            Some(s) if s > 0.0 && s <= MAX_WHEP_TIMEOUT_S => {
+                Ok(std::time::Duration::from_secs_f64(s))
+            }
+            Some(_) => Err(ConfigError::invalid(
+                format!("{at}.{field}"),
+                format!("must be more than 0 and at most {MAX_WHEP_TIMEOUT_S} s"),
+            )),
+        };
+        Ok(whep::WhepSettings {
+            endpoints,
+            media: crate::sfu::media::MediaSettings {
+                jitter_ms,
+                ice_addresses: self.ice_addresses.clone(),
+                stun_server: self.stun_server.clone(),
+            },
+            connect_timeout: timeout(
+                "connect_timeout_s",
+                self.connect_timeout_s,
+                whep::DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            media_timeout: timeout(
+                "media_timeout_s",
+                self.media_timeout_s,
+                whep::DEFAULT_MEDIA_TIMEOUT,
+            )?,
         })
     }
 }
@@ -431,6 +662,8 @@ pub struct RoomConfig {
     pub diarization: DiarizeSettings,
     /// The Janus room this room is attached to, if any.
     pub janus: Option<crate::sfu::janus::JanusSettings>,
+    /// The WHEP endpoints this room plays, if any.
+    pub whep: Option<crate::sfu::whep::WhepSettings>,
 }
 
 impl RoomConfig {
@@ -953,6 +1186,16 @@ fn resolve(
             Some(j) => Some(j.resolve(&format!("{at}.janus"))?),
             None => None,
         };
+        let whep = match &room.whep {
+            Some(_) if janus.is_some() => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.whep"),
+                    "a room attaches to one SFU: `janus` or `whep`, not both",
+                ));
+            }
+            Some(w) => Some(w.resolve(&format!("{at}.whep"))?),
+            None => None,
+        };
         resolved.push(RoomConfig {
             id: room.id,
             stream,
@@ -964,6 +1207,7 @@ fn resolve(
                 &format!("{at}.diarization"),
             )?,
             janus,
+            whep,
         });
     }
 
@@ -1218,6 +1462,105 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn whep_rooms_are_checked_field_by_field() {
+        let room = |table: &str| {
+            format!(
+                "{}[[rooms]]\nid = \"stage\"\n[rooms.whep]\n{table}",
+                minimal()
+            )
+        };
+        let cfg = load(
+            &room("url = \"http://10.0.0.9:7090/whep/endpoint/alice\"\ntoken = \"s3cret\"\nname = \"Alice\"\nice_addresses = [\"10.0.0.5\"]\n"),
+            &Env::new(),
+        )
+        .unwrap();
+        let whep = cfg.rooms[0].whep.clone().unwrap();
+        assert_eq!(whep.endpoints.len(), 1);
+        let e = &whep.endpoints[0];
+        assert_eq!(e.url, "http://10.0.0.9:7090/whep/endpoint/alice");
+        assert_eq!(e.token.as_deref(), Some("s3cret"));
+        assert_eq!(e.participant.identity, "alice");
+        assert_eq!(e.participant.name, "Alice");
+        assert_eq!(e.participant.track, "whep-alice");
+        assert_eq!(whep.media.jitter_ms, crate::sfu::media::DEFAULT_JITTER_MS);
+        assert_eq!(whep.media.ice_addresses, vec!["10.0.0.5".to_string()]);
+        assert_eq!(whep.media_timeout, crate::sfu::whep::DEFAULT_MEDIA_TIMEOUT);
+        assert_eq!(
+            whep.connect_timeout,
+            crate::sfu::whep::DEFAULT_CONNECT_TIMEOUT
+        );
+        let several = load(
+            &room("media_timeout_s = 8\n[[rooms.whep.endpoints]]\nurl = \"https://w/e/1\"\nidentity = \"bob@example.org\"\n[[rooms.whep.endpoints]]\nurl = \"https://w/e/2\"\ntrack = \"carol\"\nname = \"Carol\"\n"),
+            &Env::new(),
+        )
+        .unwrap();
+        let w = several.rooms[0].whep.clone().unwrap();
+        assert_eq!(w.media_timeout, std::time::Duration::from_secs(8));
+        let tracks: Vec<&str> = w
+            .endpoints
+            .iter()
+            .map(|e| e.participant.track.as_str())
+            .collect();
+        assert_eq!(tracks, ["whep-bob-example.org", "carol"]);
+        assert_eq!(w.endpoints[0].participant.name, "bob@example.org");
+        assert_eq!(w.endpoints[1].participant.identity, "2");
+        for (table, field) in [
+            ("token = \"t\"\n", "rooms[0].whep.url"),
+            ("url = \"ws://w/e\"\n", "rooms[0].whep.url"),
+            ("url = \"http:///e\"\n", "rooms[0].whep.url"),
+            (
+                "url = \"http://w/e\"\ntoken = \"a b\"\n",
+                "rooms[0].whep.token",
+            ),
+            ("url = \"http://w/e\"\nname = \" \"\n", "rooms[0].whep.name"),
+            (
+                "url = \"http://w/e\"\ntrack = \"a/b\"\n",
+                "rooms[0].whep.track",
+            ),
+            (
+                "url = \"http://w/e\"\njitter_ms = 5000\n",
+                "rooms[0].whep.jitter_ms",
+            ),
+            (
+                "url = \"http://w/e\"\nice_addresses = [\"eth0\"]\n",
+                "rooms[0].whep.ice_addresses[0]",
+            ),
+            (
+                "url = \"http://w/e\"\nstun_server = \"stun.example:3478\"\n",
+                "rooms[0].whep.stun_server",
+            ),
+            (
+                "url = \"http://w/e\"\nmedia_timeout_s = 0\n",
+                "rooms[0].whep.media_timeout_s",
+            ),
+            (
+                "url = \"http://w/e\"\nconnect_timeout_s = 900\n",
+                "rooms[0].whep.connect_timeout_s",
+            ),
+            (
+                "url = \"http://w/e\"\n[[rooms.whep.endpoints]]\nurl = \"http://w/f\"\n",
+                "rooms[0].whep.endpoints",
+            ),
+            (
+                "[[rooms.whep.endpoints]]\nurl = \"http://w/x/e\"\n[[rooms.whep.endpoints]]\nurl = \"http://w/y/e\"\n",
+                "rooms[0].whep.endpoints[1].track",
+            ),
+            (
+                "[[rooms.whep.endpoints]]\nurl = \"ftp://w/e\"\n",
+                "rooms[0].whep.endpoints[0].url",
+            ),
+        ] {
+            assert_eq!(field_of(load(&room(table), &Env::new())), field, "{table}");
+        }
+        assert!(load(&room("url = \"http://w/e\"\nbogus = 2\n"), &Env::new()).is_err());
+        let both = format!(
+            "{}[[rooms]]\nid = \"x\"\n[rooms.janus]\nurl = \"ws://j\"\nroom = 1\n[rooms.whep]\nurl = \"http://w/e\"\n",
+            minimal()
+        );
+        assert_eq!(field_of(load(&both, &Env::new())), "rooms[0].whep");
     }
 
     #[test]

@@ -88,6 +88,9 @@ struct CreateRoom {
     /// Attach the room to a Janus VideoRoom (same fields as `[rooms.janus]` in the config file).
     #[serde(default)]
     janus: Option<crate::config::JanusFile>,
+    /// Play WHEP endpoints (same fields as `[rooms.whep]` in the config file).
+    #[serde(default)]
+    whep: Option<crate::config::WhepFile>,
 }
 
 async fn create(
@@ -127,6 +130,16 @@ async fn create(
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let whep = match req.whep.as_ref().map(|w| w.resolve("whep")).transpose() {
+        Ok(_) if janus.is_some() && req.whep.is_some() => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "whep: a room attaches to one SFU: `janus` or `whep`, not both",
+            );
+        }
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     let cfg = RoomConfig {
         id: req.id,
         stream,
@@ -134,6 +147,7 @@ async fn create(
         diarize: req.diarize,
         diarization,
         janus,
+        whep,
     };
     let st = state.clone();
     match st.create_room(cfg).await {

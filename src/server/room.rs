@@ -131,23 +131,34 @@ impl Room {
         }
         let log_path = hub_settings.data_dir.join(&cfg.id).join(LOG_FILE_NAME);
         let sources = Arc::new(Mutex::new(sources));
-        let sfu = match cfg.janus.clone() {
-            None => None,
-            Some(janus) => Some(
+        let factory = || super::sfu::TrackFactory {
+            engine: engine.clone(),
+            stream: cfg.stream.clone(),
+            diarize: cfg.diarize.then(|| cfg.diarization.clone()),
+            renames: renames.clone(),
+        };
+        let sfu = match (cfg.janus.clone(), cfg.whep.clone()) {
+            (Some(janus), _) => Some(
                 super::sfu::SfuLink::start_janus(
                     &cfg.id,
                     janus,
                     hub.clone(),
-                    super::sfu::TrackFactory {
-                        engine: engine.clone(),
-                        stream: cfg.stream.clone(),
-                        diarize: cfg.diarize.then(|| cfg.diarization.clone()),
-                        renames: renames.clone(),
-                    },
+                    factory(),
                     Arc::clone(&sources),
                 )
                 .map_err(|e| RoomError::Sfu(e.to_string()))?,
             ),
+            (None, Some(whep)) => Some(
+                super::sfu::SfuLink::start_whep(
+                    &cfg.id,
+                    whep,
+                    hub.clone(),
+                    factory(),
+                    Arc::clone(&sources),
+                )
+                .map_err(|e| RoomError::Sfu(e.to_string()))?,
+            ),
+            (None, None) => None,
         };
         Ok(Room {
             id: cfg.id,

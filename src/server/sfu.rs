@@ -20,7 +20,8 @@ use crate::hub::Hub;
 use crate::media::AudioSource;
 use crate::protocol::{GapReason, Participant};
 use crate::sfu::janus::{self, JanusSettings};
-use crate::sfu::media::{PeerError, RoomMedia};
+use crate::sfu::media::{MediaSettings, PeerError, RoomMedia};
+use crate::sfu::whep::{self, WhepSettings};
 use crate::sfu::{AttachStatus, RemoteParticipant, RoomSink};
 use crate::stream::StreamSettings;
 
@@ -127,6 +128,24 @@ impl RoomSink for Sink {
         }
     }
 
+    fn track_outage(&self, track: &str, from_s: f64, to_s: f64) {
+        if !self
+            .feeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(track)
+        {
+            return;
+        }
+        tracing::warn!(room = %self.room, track, "SFU unreachable from {from_s:.2} s to {to_s:.2} s");
+        if let Err(e) = self
+            .hub
+            .publish_gap(track, from_s, to_s, GapReason::SfuUnreachable)
+        {
+            tracing::error!(room = %self.room, track, "gap not published: {e}");
+        }
+    }
+
     fn status(&self, status: &AttachStatus) {
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = status.clone();
     }
@@ -149,7 +168,46 @@ impl SfuLink {
         factory: TrackFactory,
         sources: Arc<Mutex<Vec<SourceHandle>>>,
     ) -> Result<SfuLink, PeerError> {
-        let media = Arc::new(RoomMedia::start(room, settings.media.clone())?);
+        let media = settings.media.clone();
+        Self::start(
+            room,
+            media,
+            hub,
+            factory,
+            sources,
+            move |media, sink, stop| janus::run(settings, media, sink, stop),
+        )
+    }
+
+    /// Starts the room pipeline and one WHEP session per endpoint (on the current tokio
+    /// runtime).
+    pub(crate) fn start_whep(
+        room: &str,
+        settings: WhepSettings,
+        hub: Hub,
+        factory: TrackFactory,
+        sources: Arc<Mutex<Vec<SourceHandle>>>,
+    ) -> Result<SfuLink, PeerError> {
+        let media = settings.media.clone();
+        Self::start(
+            room,
+            media,
+            hub,
+            factory,
+            sources,
+            move |media, sink, stop| whep::run(settings, media, sink, stop),
+        )
+    }
+
+    fn start<F: std::future::Future<Output = ()> + Send + 'static>(
+        room: &str,
+        media: MediaSettings,
+        hub: Hub,
+        factory: TrackFactory,
+        sources: Arc<Mutex<Vec<SourceHandle>>>,
+        attach: impl FnOnce(Arc<RoomMedia>, Arc<dyn RoomSink>, watch::Receiver<bool>) -> F,
+    ) -> Result<SfuLink, PeerError> {
+        let media = Arc::new(RoomMedia::start(room, media)?);
         let status = Arc::new(Mutex::new(AttachStatus::default()));
         let sink = Arc::new(Sink {
             room: room.to_owned(),
@@ -163,7 +221,7 @@ impl SfuLink {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| PeerError::Gst(format!("no async runtime for the attachment: {e}")))?;
         let (done_tx, done) = crossbeam_channel::bounded(1);
-        let attach = janus::run(settings, media, sink.clone() as Arc<dyn RoomSink>, stop_rx);
+        let attach = attach(media, sink.clone() as Arc<dyn RoomSink>, stop_rx);
         runtime.spawn(async move {
             attach.await;
             let _ = done_tx.send(());

@@ -24,7 +24,7 @@
 //! candidates only that is a few milliseconds, bounded by [`GATHER_TIMEOUT`].
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// is sent (webrtcbin 1.22 does not always report gathering as complete; host candidates all come
 /// within a few milliseconds of each other).
 pub const GATHER_SETTLE: Duration = Duration::from_millis(150);
+/// Longest wait for webrtcbin's `on-negotiation-needed` before an offer.
+const NEGOTIATION_WAIT: Duration = Duration::from_millis(500);
 /// Longest wait for one of webrtcbin's promises (set description, create answer).
 const PROMISE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a track forwarder checks whether its peer was closed.
@@ -155,8 +157,95 @@ impl RoomMedia {
         label: &str,
         offer_sdp: &str,
     ) -> Result<(SubscriberPeer, String), PeerError> {
+        self.answer(label, offer_sdp, &IceServers::default())
+    }
+
+    /// [`RoomMedia::subscribe`] with ICE servers of this peer's own.
+    pub fn answer(
+        &self,
+        label: &str,
+        offer_sdp: &str,
+        ice: &IceServers,
+    ) -> Result<(SubscriberPeer, String), PeerError> {
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|e| PeerError::Sdp(format!("cannot parse the offer: {e}")))?;
+        let (peer, gathered) = self.new_peer(label, ice)?;
+        let webrtc = &peer.webrtc;
+        let offer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+        promise(webrtc, "set-remote-description", &offer)?;
+        let reply = promise_reply(webrtc, "create-answer")?;
+        let answer = reply
+            .and_then(|r| {
+                r.value("answer")
+                    .ok()
+                    .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
+            })
+            .ok_or_else(|| {
+                PeerError::Negotiation(
+                    "create-answer returned no answer (offer not acceptable?)".into(),
+                )
+            })?;
+        promise(webrtc, "set-local-description", &answer)?;
+        let sdp = local_sdp(&peer, &gathered)?;
+        Ok((peer, sdp))
+    }
+
+    /// Makes the offer of a receive-only peer connection (one `recvonly` Opus audio
+    /// transceiver), for protocols where the client offers (WHEP): adds a webrtcbin, creates
+    /// the offer and waits for ICE gathering. Returns the peer and the offer SDP (with our
+    /// candidates); the answer goes to [`SubscriberPeer::accept_answer`]. Blocking.
+    pub fn offer(
+        &self,
+        label: &str,
+        ice: &IceServers,
+    ) -> Result<(SubscriberPeer, String), PeerError> {
+        let (peer, gathered) = self.new_peer(label, ice)?;
+        let webrtc = &peer.webrtc;
+        let (needed_tx, needed) = crossbeam_channel::bounded::<()>(1);
+        webrtc.connect("on-negotiation-needed", false, move |_| {
+            let _ = needed_tx.try_send(());
+            None
+        });
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "audio")
+            .field("encoding-name", "OPUS")
+            .field("clock-rate", 48_000i32)
+            .field("payload", OFFER_OPUS_PAYLOAD)
+            .build();
+        let transceiver = webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+            "add-transceiver",
+            &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+        );
+        transceiver.set_property(
+            "direction",
+            gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly,
+        );
+        // webrtcbin 1.22 does not always ask for a negotiation for a receive-only transceiver
+        // alone: the offer is made anyway after a short wait
+        if needed.recv_timeout(NEGOTIATION_WAIT).is_err() {
+            tracing::debug!(peer = %peer.shared.label, "no on-negotiation-needed; offering anyway");
+        }
+        let reply = promise_reply(webrtc, "create-offer")?;
+        let offer = reply
+            .and_then(|r| {
+                r.value("offer")
+                    .ok()
+                    .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
+            })
+            .ok_or_else(|| PeerError::Negotiation("create-offer returned no offer".into()))?;
+        promise(webrtc, "set-local-description", &offer)?;
+        let sdp = local_sdp(&peer, &gathered)?;
+        Ok((peer, sdp))
+    }
+
+    /// Adds a started, not yet negotiated webrtcbin to the room pipeline. Dropping the returned
+    /// peer removes it.
+    fn new_peer(
+        &self,
+        label: &str,
+        ice: &IceServers,
+    ) -> Result<(SubscriberPeer, Gathering), PeerError> {
         let id = {
             let mut n = self.next_peer.lock().unwrap_or_else(|p| p.into_inner());
             *n += 1;
@@ -172,12 +261,18 @@ impl RoomMedia {
                     "webrtcbin (gstreamer1.0-plugins-bad, gstreamer1.0-nice)".into(),
                 )
             })?;
-        if let Some(stun) = &self.settings.stun_server {
+        if let Some(stun) = ice.stun.as_ref().or(self.settings.stun_server.as_ref()) {
             webrtc.set_property("stun-server", stun);
+        }
+        for turn in &ice.turn {
+            if !webrtc.emit_by_name::<bool>("add-turn-server", &[turn]) {
+                tracing::warn!(peer = label, "webrtcbin refused a TURN server");
+            }
         }
         let shared = Arc::new(PeerShared {
             label: format!("{}/{label}", self.name),
             closed: AtomicBool::new(false),
+            last_packet_ms: AtomicU64::new(0),
             branches: Mutex::new(Vec::new()),
         });
         let (tracks_tx, tracks_rx) = crossbeam_channel::bounded(TRACK_QUEUE);
@@ -216,35 +311,36 @@ impl RoomMedia {
         webrtc
             .sync_state_with_parent()
             .map_err(|e| PeerError::Gst(format!("webrtcbin cannot start: {e}")))?;
-
-        let offer =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-        promise(&webrtc, "set-remote-description", &offer)?;
-        let reply = promise_reply(&webrtc, "create-answer")?;
-        let answer = reply
-            .and_then(|r| {
-                r.value("answer")
-                    .ok()
-                    .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
-            })
-            .ok_or_else(|| {
-                PeerError::Negotiation(
-                    "create-answer returned no answer (offer not acceptable?)".into(),
-                )
-            })?;
-        promise(&webrtc, "set-local-description", &answer)?;
-        if !gathered.wait() {
-            tracing::warn!(peer = %shared.label, "no ICE candidate after {GATHER_TIMEOUT:?}; answering without");
-        }
-        let local = webrtc
-            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-            .ok_or_else(|| PeerError::Negotiation("no local description after answering".into()))?;
-        let sdp = local
-            .sdp()
-            .as_text()
-            .map_err(|e| PeerError::Sdp(format!("cannot print the answer: {e}")))?;
-        Ok((peer, sdp))
+        Ok((peer, gathered))
     }
+}
+
+/// Waits for ICE gathering and prints the local description (with our candidates).
+fn local_sdp(peer: &SubscriberPeer, gathered: &Gathering) -> Result<String, PeerError> {
+    if !gathered.wait() {
+        tracing::warn!(peer = %peer.shared.label, "no ICE candidate after {GATHER_TIMEOUT:?}; sending the description without");
+    }
+    let local = peer
+        .webrtc
+        .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+        .ok_or_else(|| PeerError::Negotiation("no local description after negotiating".into()))?;
+    local
+        .sdp()
+        .as_text()
+        .map_err(|e| PeerError::Sdp(format!("cannot print the local description: {e}")))
+}
+
+/// RTP payload type of Opus in [`RoomMedia::offer`]'s offer (the one browsers use).
+pub const OFFER_OPUS_PAYLOAD: i32 = 111;
+
+/// ICE servers of one peer connection, overriding [`MediaSettings::stun_server`] (e.g. learnt
+/// from a WHEP server's `Link` headers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceServers {
+    /// `stun://host:port`.
+    pub stun: Option<String>,
+    /// `turn(s)://user:password@host:port`.
+    pub turn: Vec<String>,
 }
 
 impl Drop for RoomMedia {
@@ -395,6 +491,8 @@ fn wait(
 struct PeerShared {
     label: String,
     closed: AtomicBool,
+    /// Room-timeline milliseconds of the last RTP packet received on any audio pad (0: none yet).
+    last_packet_ms: AtomicU64,
     /// Branch bins (or fakesinks) added for this peer's pads, and the taps to end.
     branches: Mutex<Vec<(gst::Element, Option<LiveTap>)>>,
 }
@@ -484,6 +582,16 @@ fn on_pad(
         return;
     }
     let _ = bin.sync_state_with_parent();
+    {
+        // cheap liveness signal for attachments that cannot be told by signalling that the
+        // media stopped (WHEP): one atomic store per packet
+        let shared = Arc::clone(shared);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            let ms = started_at.elapsed().as_millis().max(1) as u64;
+            shared.last_packet_ms.store(ms, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
     let linked = bin.static_pad("sink").map(|sinkpad| pad.link(&sinkpad));
     if !matches!(linked, Some(Ok(_))) {
         tracing::error!(peer = %shared.label, mid, "cannot link the audio branch: {linked:?}");
@@ -554,6 +662,24 @@ impl SubscriberPeer {
     /// Label for logs.
     pub fn label(&self) -> &str {
         &self.shared.label
+    }
+
+    /// Room-timeline seconds of the last RTP packet received on one of this peer's audio
+    /// tracks; `None` before the first.
+    pub fn last_packet_s(&self) -> Option<f64> {
+        match self.shared.last_packet_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(ms as f64 / 1000.0),
+        }
+    }
+
+    /// Sets the remote answer to the offer made by [`RoomMedia::offer`]. Blocking.
+    pub fn accept_answer(&self, answer_sdp: &str) -> Result<(), PeerError> {
+        let answer = gst_sdp::SDPMessage::parse_buffer(answer_sdp.as_bytes())
+            .map_err(|e| PeerError::Sdp(format!("cannot parse the answer: {e}")))?;
+        let answer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, answer);
+        promise(&self.webrtc, "set-remote-description", &answer)
     }
 }
 

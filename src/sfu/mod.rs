@@ -9,6 +9,8 @@
 //! * [`janus`]: Janus VideoRoom over its WebSocket API (signalling, subscriptions to every
 //!   publisher including later ones, reconnection), plus a webrtcbin publisher used to feed test
 //!   meetings.
+//! * [`whep`]: WHEP (RFC 9725) endpoints, each one participant's track (HTTP offer/answer,
+//!   outages noticed on the media, reconnection).
 //!
 //! What an attachment reports goes to a [`RoomSink`] (the service's room): audio per participant,
 //! participants leaving, SFU outages (gaps), connection status.
@@ -26,6 +28,7 @@
 pub mod janus;
 pub mod livekit;
 pub mod media;
+pub mod whep;
 
 use std::time::Duration;
 
@@ -100,6 +103,12 @@ pub trait RoomSink: Send + Sync + 'static {
     fn participants(&self, list: &[RemoteParticipant]);
     /// The SFU could not be reached from `from_s` to `to_s` (room timeline, seconds).
     fn outage(&self, from_s: f64, to_s: f64);
+    /// Only `track` was cut off from `from_s` to `to_s` (an attachment whose participants have
+    /// separate connections, like WHEP endpoints). By default, the whole room's outage.
+    fn track_outage(&self, track: &str, from_s: f64, to_s: f64) {
+        let _ = track;
+        self.outage(from_s, to_s);
+    }
     /// The attachment's status changed.
     fn status(&self, status: &AttachStatus);
 }

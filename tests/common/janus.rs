@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub const ICE_ADDRESS: &str = "10.200.0.1";
 /// Janus's WebSocket port inside the namespace.
 pub const PORT: u16 = 8188;
+/// UDP port of the Streaming plugin's RTP mountpoint (`tests/fixtures/whep/janus`).
+pub const RTP_PORT: u16 = 5004;
 /// The VideoRoom room of `tests/fixtures/janus/janus.plugin.videoroom.jcfg`.
 pub const ROOM: u64 = 1234;
 const NETNS_ENV: &str = "SOUSTITRE_TEST_NETNS";
@@ -75,17 +77,22 @@ pub struct JanusServer {
 impl JanusServer {
     /// Writes the test configuration and starts Janus; returns once its WebSocket port accepts.
     pub fn start() -> JanusServer {
+        Self::start_from(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/janus"))
+    }
+
+    /// Same, with the configuration files of `fixtures` (`@RTP_PORT@` becomes [`RTP_PORT`]).
+    pub fn start_from(fixtures: &Path) -> JanusServer {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().to_path_buf();
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/janus");
-        for entry in std::fs::read_dir(&fixtures).unwrap() {
+        for entry in std::fs::read_dir(fixtures).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path)
                 .unwrap()
                 .replace("@CONF@", conf.to_str().unwrap())
                 .replace("@IFACE@", "sfu0")
                 .replace("@PORT@", &PORT.to_string())
-                .replace("@ADDR@", "127.0.0.1");
+                .replace("@ADDR@", "127.0.0.1")
+                .replace("@RTP_PORT@", &RTP_PORT.to_string());
             std::fs::write(conf.join(path.file_name().unwrap()), text).unwrap();
         }
         let mut server = JanusServer {
