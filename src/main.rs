@@ -293,13 +293,16 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
     let mut term = (!args.quiet).then(TerminalRenderer::stdout);
     let mut finals: Vec<CaptionEvent> = Vec::new();
     let mut io_error: Option<std::io::Error> = None;
-    let report = soustitre::run::caption_input_diarized(
+    let interrupt = soustitre::run::Interrupt::default();
+    watch_interrupts(interrupt.clone());
+    let report = soustitre::run::caption_input_interruptible(
         &args.input,
         &decode,
         &engine,
         &settings,
         diarize.as_ref(),
         &args.track,
+        &interrupt,
         |ev| {
             if let Some(log) = log.as_mut()
                 && let Err(e) = log.write_event(ev)
@@ -364,7 +367,46 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         report.stats.asr_s,
         report.stats.vad_s
     );
+    if interrupt.requested() {
+        // everything heard was captioned and written; the exit status says it was cut short
+        std::process::exit(130);
+    }
     Ok(())
+}
+
+/// Ctrl-C (or SIGTERM) during a transcription: the input ends where it is, the open caption
+/// becomes a final and the files are written. A second Ctrl-C exits at once.
+fn watch_interrupts(interrupt: soustitre::run::Interrupt) {
+    let spawned = std::thread::Builder::new()
+        .name("interrupts".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => if r.is_err() { return },
+                    _ = term.recv() => {}
+                }
+                eprintln!(
+                    "\nsoustitre: interrupted: finishing the open caption and writing the outputs (Ctrl-C again to quit at once)"
+                );
+                interrupt.trigger();
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no interrupt handling: {e}");
+    }
 }
 
 fn check_writable(path: &Path) -> Result<()> {

@@ -63,6 +63,46 @@ pub fn caption_input(
     caption_input_diarized(input, decode, engine, settings, None, track, on_event)
 }
 
+/// Stops a run early from another thread (Ctrl-C): the input ends where it is, the open
+/// segment becomes a final, and the run returns normally with everything captioned so far.
+#[derive(Clone, Default)]
+pub struct Interrupt {
+    state: std::sync::Arc<std::sync::Mutex<InterruptState>>,
+}
+
+#[derive(Default)]
+struct InterruptState {
+    requested: bool,
+    source: Option<crate::media::SourceEnder>,
+}
+
+impl Interrupt {
+    /// Asks the run to stop (at once if its input is open, else as soon as it opens).
+    pub fn trigger(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.requested = true;
+        if let Some(e) = &s.source {
+            e.end();
+        }
+    }
+
+    /// Whether [`Interrupt::trigger`] was called.
+    pub fn requested(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .requested
+    }
+
+    fn attach(&self, ender: crate::media::SourceEnder) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.requested {
+            ender.end();
+        }
+        s.source = Some(ender);
+    }
+}
+
 /// [`caption_input`], with speaker diarization when `diarize` is given (the engine must have
 /// its diarization model, see [`Engine::with_diarization`]).
 pub fn caption_input_diarized(
@@ -72,6 +112,30 @@ pub fn caption_input_diarized(
     settings: &StreamSettings,
     diarize: Option<&DiarizeSettings>,
     track: &str,
+    on_event: impl FnMut(&CaptionEvent),
+) -> Result<RunReport, RunError> {
+    caption_input_interruptible(
+        input,
+        decode,
+        engine,
+        settings,
+        diarize,
+        track,
+        &Interrupt::default(),
+        on_event,
+    )
+}
+
+/// [`caption_input_diarized`] that `interrupt` can stop early.
+#[allow(clippy::too_many_arguments)]
+pub fn caption_input_interruptible(
+    input: &str,
+    decode: &DecodeSettings,
+    engine: &Engine,
+    settings: &StreamSettings,
+    diarize: Option<&DiarizeSettings>,
+    track: &str,
+    interrupt: &Interrupt,
     mut on_event: impl FnMut(&CaptionEvent),
 ) -> Result<RunReport, RunError> {
     settings.validate().map_err(CaptionError::from)?;
@@ -84,6 +148,7 @@ pub fn caption_input_diarized(
     let vad = engine.vad()?;
     let cpu0 = cpu_seconds();
     let source = AudioSource::open(input, decode)?;
+    interrupt.attach(source.ender());
     let origin = source.started_at().unwrap_or_else(Instant::now);
     let clock = Box::new(move || origin.elapsed().as_secs_f64());
     let mut captioner =

@@ -747,3 +747,44 @@ fn noise_gives_no_words() {
     assert!(texts.is_empty(), "words on white noise: {texts:?}");
     assert!(run.stdout.is_empty(), "{}", run.describe());
 }
+
+#[test]
+fn ctrl_c_finishes_the_open_caption_and_writes_the_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, vtt) = (tmp.path().join("live.jsonl"), tmp.path().join("live.vtt"));
+    // the 49 s meeting at real-time pace, interrupted once its first final is out
+    let child = transcribe(
+        &corpus("meetings/en_3spk/meeting.wav"),
+        &["--lang", "en", "--realtime", "--quiet", "--events"],
+    )
+    .arg(&log)
+    .arg("--vtt")
+    .arg(&vtt)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fs::read_to_string(&log).is_ok_and(|t| t.contains("\"type\":\"final\"")) {
+        assert!(std::time::Instant::now() < deadline, "no final within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50)); // polling a file, not syncing
+    }
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let events = read_events(&log);
+    // stopped well before the end, and nothing left open: every segment has its final
+    let last_end = events.iter().map(|e| e.end).fold(0.0, f64::max);
+    assert!(last_end < 40.0, "ran to {last_end} s");
+    assert_valid_log(&events, 49.3);
+    assert!(events.last().unwrap().is_final());
+    let cues = parse_vtt(&fs::read_to_string(&vtt).unwrap());
+    assert_eq!(
+        cue_words(&cues),
+        words(finals(&events).iter().map(|e| e.text.as_str())),
+        "the subtitles hold every final"
+    );
+}

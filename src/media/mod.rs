@@ -307,6 +307,14 @@ impl AudioSource {
         self.inner.shared.dropped_samples()
     }
 
+    /// A handle that ends this source's stream early, from any thread (an interrupted
+    /// transcription): the consumer receives what was already queued, then `Eos`.
+    pub fn ender(&self) -> SourceEnder {
+        SourceEnder {
+            shared: std::sync::Arc::clone(&self.inner.shared),
+        }
+    }
+
     /// Live inputs: the sample index below which all audio has had time to arrive (the arrival
     /// clock now, minus the jitter buffer's latency and a 100 ms margin for decoding). `None` for
     /// files and URIs.
@@ -349,6 +357,19 @@ pub fn webrtc_audio_branch()
         .by_name(description::DECODER_NAME)
         .ok_or_else(|| missing(description::DECODER_NAME))?;
     Ok((bin, sink, decoder))
+}
+
+/// Ends an [`AudioSource`]'s stream early (see [`AudioSource::ender`]).
+#[derive(Clone)]
+pub struct SourceEnder {
+    shared: std::sync::Arc<imp::Shared>,
+}
+
+impl SourceEnder {
+    /// Ends the stream: `Eos` follows what was already queued. Idempotent.
+    pub fn end(&self) {
+        self.shared.end(MediaEvent::Eos);
+    }
 }
 
 /// The producer's end of a tapped [`AudioSource`]: ends its stream.
