@@ -1714,6 +1714,7 @@ pub fn run(args: &FanoutArgs) -> Result<FanoutReport, FanoutError> {
                 diarize: false,
                 diarization: Default::default(),
                 janus: None,
+                livekit: None,
             };
             let room = server_rt
                 .block_on(service.state.create_room(cfg))

@@ -85,6 +85,10 @@ struct CreateRoom {
     /// Attach the room to a Janus VideoRoom (same fields as `[rooms.janus]` in the config file).
     #[serde(default)]
     janus: Option<crate::config::JanusFile>,
+    /// Attach the room to a LiveKit room (same fields as `[rooms.livekit]`; secrets from
+    /// `SOUSTITRE_*` environment variables of the service, or inline).
+    #[serde(default)]
+    livekit: Option<crate::sfu::livekit::LiveKitConfig>,
 }
 
 async fn create(
@@ -113,6 +117,22 @@ async fn create(
         Ok(j) => j,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if req.livekit.is_some() && janus.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "livekit: a room attaches to one SFU (janus or livekit)".to_string(),
+        );
+    }
+    let env = crate::config::process_env();
+    let livekit = match req
+        .livekit
+        .as_ref()
+        .map(|l| l.resolve("livekit", &env, None))
+        .transpose()
+    {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     let cfg = RoomConfig {
         id: req.id,
         stream,
@@ -120,6 +140,7 @@ async fn create(
         diarize: req.diarize,
         diarization: state.config.default_diarization.clone(),
         janus,
+        livekit,
     };
     let st = state.clone();
     match st.create_room(cfg).await {

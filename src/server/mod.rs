@@ -248,6 +248,7 @@ pub fn demo_room(corpus: &std::path::Path) -> RoomConfig {
         diarize: false,
         diarization: Default::default(),
         janus: None,
+        livekit: None,
     }
 }
 

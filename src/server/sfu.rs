@@ -20,6 +20,7 @@ use crate::hub::Hub;
 use crate::media::AudioSource;
 use crate::protocol::{GapReason, Participant};
 use crate::sfu::janus::{self, JanusSettings};
+use crate::sfu::livekit::{self, LiveKitSettings};
 use crate::sfu::media::{PeerError, RoomMedia};
 use crate::sfu::{AttachStatus, RemoteParticipant, RoomSink};
 use crate::stream::StreamSettings;
@@ -164,6 +165,48 @@ impl SfuLink {
             .map_err(|e| PeerError::Gst(format!("no async runtime for the attachment: {e}")))?;
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let attach = janus::run(settings, media, sink.clone() as Arc<dyn RoomSink>, stop_rx);
+        runtime.spawn(async move {
+            attach.await;
+            let _ = done_tx.send(());
+        });
+        Ok(SfuLink {
+            stop,
+            done,
+            status,
+            sink,
+        })
+    }
+
+    /// Starts the room pipeline and the LiveKit attachment task (on the current tokio
+    /// runtime); the room's captions (from `hub`) are published back into the LiveKit room.
+    pub(crate) fn start_livekit(
+        room: &str,
+        settings: LiveKitSettings,
+        hub: Hub,
+        factory: TrackFactory,
+        sources: Arc<Mutex<Vec<SourceHandle>>>,
+    ) -> Result<SfuLink, PeerError> {
+        let media = Arc::new(RoomMedia::start(room, settings.media.clone())?);
+        let status = Arc::new(Mutex::new(AttachStatus::default()));
+        let sink = Arc::new(Sink {
+            room: room.to_owned(),
+            hub: hub.clone(),
+            factory,
+            sources,
+            feeds: Mutex::new(HashMap::new()),
+            status: Arc::clone(&status),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| PeerError::Gst(format!("no async runtime for the attachment: {e}")))?;
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let attach = livekit::attach::run(
+            settings,
+            media,
+            sink.clone() as Arc<dyn RoomSink>,
+            Some(hub),
+            stop_rx,
+        );
         runtime.spawn(async move {
             attach.await;
             let _ = done_tx.send(());

@@ -109,6 +109,7 @@
 //! * token refresh timing, the server's ping/pong cadence, and `leave` reasons in practice;
 //!   session resume (`reconnect=1`) is not implemented: every reconnect is a fresh join.
 
+pub mod attach;
 pub mod config;
 pub mod session;
 pub mod signal;
