@@ -827,7 +827,8 @@ fn media_worker(
                 }
                 Job::EndTrack(mid) => {
                     if let Some(p) = &subscriber {
-                        p.end_track(&mid)?;
+                        let ended = p.end_track(&mid)?;
+                        tracing::info!(mid, ended, "LiveKit: track audio ended");
                     }
                 }
                 Job::ResumeTrack(mid) => {
