@@ -10,8 +10,8 @@
 //! offer answered → audio per participant captioned (WER of finals per participant ≤ 15 %) →
 //! captions published on `_reliable` as `lk.transcription` text streams with the segment, track
 //! and final attributes and the speaker's identity, plus legacy Transcription packets; a muted
-//! track closes its open segment as a final without the words spoken after the mute; a
-//! participant leaving is reflected in the room's participant list; a dropped signalling socket
+//! track closes its open segment as a final without the words spoken after the mute, and its
+//! unmute is captioned again on the same track; a participant leaving is reflected in the room's participant list; a dropped signalling socket
 //! leads to a rejoin with a freshly minted token and a `gap` on every track.
 
 mod common;
@@ -382,6 +382,54 @@ fn a_livekit_meeting_is_captioned_back_into_the_room_per_participant() {
                 "words after the mute point were invented: {}",
                 f.text
             );
+        }
+
+        // Alice unmutes and says her last sentence (45.57-48.48 s of her recording): the same
+        // track is tapped again and captioned under her identity
+        let full = common::read_wav(&common::corpus("meetings/en_3spk/tracks/A.wav"));
+        let last = full[(44.8 * 16_000.0) as usize..(49.2 * 16_000.0) as usize].to_vec();
+        let dones = |s: &Seen| {
+            s.reports
+                .iter()
+                .filter(|r| matches!(r, Report::AudioDone))
+                .count()
+        };
+        let before = dones(&seen);
+        let unmuted_at = Instant::now();
+        standin.control(Control::Unmute {
+            identity: "alice".into(),
+            audio: Arc::new(last),
+        });
+        let said = |s: &Seen| {
+            s.finals().into_iter().any(|f| {
+                f.identity == "alice"
+                    && f.at > unmuted_at
+                    && f.text.to_lowercase().contains("public meeting")
+            })
+        };
+        assert!(
+            until(
+                &mut standin,
+                &mut room,
+                &mut seen,
+                Duration::from_secs(15),
+                |s| { dones(s) > before && said(s) }
+            )
+            .await,
+            "Alice's sentence after the unmute: {:?}",
+            seen.finals()
+                .iter()
+                .filter(|f| f.at > unmuted_at)
+                .map(|f| (&f.identity, &f.text))
+                .collect::<Vec<_>>()
+        );
+
+        for f in seen
+            .finals()
+            .iter()
+            .filter(|f| f.identity == "alice" && f.at > unmuted_at)
+        {
+            println!("Alice after the unmute: {}", f.text);
         }
 
         // Bob leaves: the room's participant list follows

@@ -91,6 +91,12 @@ pub enum Report {
 pub enum Control {
     /// The participant's track is muted (participant update) and its audio stops.
     Mute { identity: String },
+    /// The participant's track is unmuted (participant update) and `audio` (16 kHz) is played
+    /// on it in real time from now.
+    Unmute {
+        identity: String,
+        audio: Arc<Vec<f32>>,
+    },
     /// The participant leaves the room (participant update, state disconnected).
     Leave { identity: String },
     /// The signalling socket is dropped without a `leave` (the TCP connection just ends).
@@ -428,6 +434,17 @@ async fn handle(
                         if ws.send(frame(Resp::Update(u))).await.is_err() { break }
                     }
                 }
+                Some(Control::Unmute { identity, audio }) => {
+                    shared.muted.lock().unwrap().retain(|m| m != &identity);
+                    if let Some(p) = people.iter().find(|p| p.identity == identity) {
+                        let info = shared.info(p, proto::participant_info::State::Active);
+                        let u = proto::ParticipantUpdate { participants: vec![info] };
+                        if ws.send(frame(Resp::Update(u))).await.is_err() { break }
+                    }
+                    if let Some(s) = &sender {
+                        s.play(&identity, audio, shared.reports.clone());
+                    }
+                }
                 Some(Control::Leave { identity }) => {
                     shared.left.lock().unwrap().push(identity.clone());
                     if let Some(s) = &sender {
@@ -504,6 +521,8 @@ struct AudioSender {
     offer: String,
     stopped: Arc<AtomicBool>,
     silenced: Arc<Mutex<Vec<String>>>,
+    /// (identity, its appsrc).
+    sources: Vec<(String, gst_app::AppSrc)>,
 }
 
 impl AudioSender {
@@ -594,6 +613,11 @@ impl AudioSender {
             offer: sdp,
             stopped: Arc::new(AtomicBool::new(false)),
             silenced: Arc::new(Mutex::new(Vec::new())),
+            sources: people
+                .iter()
+                .map(|p| p.identity.clone())
+                .zip(appsrcs.iter().cloned())
+                .collect(),
         };
         sender.feed(people.to_vec(), appsrcs, reports);
         sender
@@ -612,6 +636,35 @@ impl AudioSender {
     /// Stops sending `identity`'s audio (muted, left).
     fn silence(&self, identity: &str) {
         self.silenced.lock().unwrap().push(identity.to_string());
+    }
+
+    /// Plays `audio` on `identity`'s track in real time from now (after [`Self::silence`]);
+    /// reports [`Report::AudioDone`] at the end.
+    fn play(&self, identity: &str, audio: Arc<Vec<f32>>, reports: mpsc::UnboundedSender<Report>) {
+        self.silenced.lock().unwrap().retain(|s| s != identity);
+        let Some((_, src)) = self.sources.iter().find(|(i, _)| i == identity) else {
+            return;
+        };
+        let (src, stopped) = (src.clone(), Arc::clone(&self.stopped));
+        std::thread::spawn(move || {
+            let origin = Instant::now();
+            let mut pos = 0;
+            while pos < audio.len() && !stopped.load(Ordering::SeqCst) {
+                let due = origin + Duration::from_secs_f64(pos as f64 / 16_000.0);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    // pacing a live source: each 20 ms chunk leaves at its time
+                    std::thread::sleep(wait);
+                }
+                let end = (pos + CHUNK).min(audio.len());
+                let bytes: Vec<u8> = audio[pos..end]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect();
+                let _ = src.push_buffer(gst::Buffer::from_mut_slice(bytes));
+                pos = end;
+            }
+            let _ = reports.send(Report::AudioDone);
+        });
     }
 
     /// Once connected, pushes every participant's audio in real time on one meeting clock.
