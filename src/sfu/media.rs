@@ -12,6 +12,12 @@
 //! so all tracks of a room share one timeline, across participants leaving and rejoining and
 //! across reconnections to the SFU (the pipeline lives as long as the attachment).
 //!
+//! A peer carrying several tracks (LiveKit's subscriber connection) can end one track's stream
+//! ([`SubscriberPeer::end_track`]: muted, unpublished), tap it again
+//! ([`SubscriberPeer::resume_track`]: unmuted) and take new offers
+//! ([`SubscriberPeer::renegotiate`]); branches are swapped on an idle pad probe, so no buffer
+//! meets an unlinked pad.
+//!
 //! # Threads
 //! `pad-added` runs on a GStreamer streaming thread: it only builds and links the branch and hands
 //! the new [`AudioSource`] over a bounded channel; inference runs on the track workers. Offer/answer

@@ -4,8 +4,9 @@
 //!
 //! * [`media`]: the room's GStreamer pipeline, one receive-only `webrtcbin` per peer connection
 //!   and one `pipelines/webrtc_audio.gst` branch per remote audio track.
-//! * [`livekit`]: LiveKit signalling, token minting and captions published back into the room
-//!   (protocol level: see that module for what is not verified against a server).
+//! * [`data`]: a send-only data-channel peer in the room pipeline (captions back into the SFU).
+//! * [`livekit`]: LiveKit rooms: signalling, token minting, the attachment, and captions
+//!   published back into the LiveKit room (verified against a stand-in only: see that module).
 //! * [`janus`]: Janus VideoRoom over its WebSocket API (signalling, subscriptions to every
 //!   publisher including later ones, reconnection), plus a webrtcbin publisher used to feed test
 //!   meetings.

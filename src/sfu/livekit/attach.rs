@@ -5,9 +5,9 @@
 //!
 //! # Tasks and threads
 //! * The signalling loop ([`run`]) is one tokio task per room. It owns the [`Session`] and the
-//!   socket, and never blocks: every webrtcbin operation is a [`Job`] for the session's *media
+//!   socket, and never blocks: every webrtcbin operation is a job for the session's *media
 //!   worker*, one blocking thread that owns the peers and runs jobs in order (answer, trickled
-//!   candidates, mute, unmute, caption sends). The worker reports back ([`Reply`]) on a bounded
+//!   candidates, mute, unmute, caption sends). The worker reports back (a reply) on a bounded
 //!   channel. The job queue is bounded ([`MEDIA_JOBS`]): a media job that finds it full ends the
 //!   session (rejoin), as the media side is then wedged; caption sends are only queued while
 //!   there is room.
