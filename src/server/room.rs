@@ -131,31 +131,43 @@ impl Room {
         }
         let log_path = hub_settings.data_dir.join(&cfg.id).join(LOG_FILE_NAME);
         let sources = Arc::new(Mutex::new(sources));
-        let factory = || super::sfu::TrackFactory {
-            engine: engine.clone(),
-            stream: cfg.stream.clone(),
-            diarize: cfg.diarize.then(|| cfg.diarization.clone()),
-            renames: renames.clone(),
+        let sfu = match cfg.janus.clone() {
+            None => None,
+            Some(janus) => Some(
+                super::sfu::SfuLink::start_janus(
+                    &cfg.id,
+                    janus,
+                    hub.clone(),
+                    super::sfu::TrackFactory {
+                        engine: engine.clone(),
+                        stream: cfg.stream.clone(),
+                        diarize: cfg.diarize.then(|| cfg.diarization.clone()),
+                        renames: renames.clone(),
+                    },
+                    Arc::clone(&sources),
+                )
+                .map_err(|e| RoomError::Sfu(e.to_string()))?,
+            ),
         };
-        let sfu = match (cfg.janus.clone(), cfg.livekit.clone()) {
-            (Some(janus), _) => Some(super::sfu::SfuLink::start_janus(
-                &cfg.id,
-                janus,
-                hub.clone(),
-                factory(),
-                Arc::clone(&sources),
-            )),
-            (None, Some(livekit)) => Some(super::sfu::SfuLink::start_livekit(
-                &cfg.id,
-                livekit,
-                hub.clone(),
-                factory(),
-                Arc::clone(&sources),
-            )),
-            (None, None) => None,
-        }
-        .transpose()
-        .map_err(|e| RoomError::Sfu(e.to_string()))?;
+        // a LiveKit room (config validation refuses a room with both janus and livekit)
+        let sfu = match (sfu, cfg.livekit.clone()) {
+            (None, Some(livekit)) => Some(
+                super::sfu::SfuLink::start_livekit(
+                    &cfg.id,
+                    livekit,
+                    hub.clone(),
+                    super::sfu::TrackFactory {
+                        engine: engine.clone(),
+                        stream: cfg.stream.clone(),
+                        diarize: cfg.diarize.then(|| cfg.diarization.clone()),
+                        renames: renames.clone(),
+                    },
+                    Arc::clone(&sources),
+                )
+                .map_err(|e| RoomError::Sfu(e.to_string()))?,
+            ),
+            (sfu, _) => sfu,
+        };
         Ok(Room {
             id: cfg.id,
             hub,
