@@ -6,8 +6,9 @@
 //! sidecar's data channels with a second webrtcbin. Runs in a network namespace of its own (see
 //! `common/janus.rs`): libnice offers no loopback candidates.
 //!
-//! Verified here: token and grants; join → subscription of the three audio tracks → subscriber
-//! offer answered → audio per participant captioned (WER of finals per participant ≤ 15 %) →
+//! Verified here: token and grants; join → subscriber offer with a data channel only, answered
+//! → subscription of the three audio tracks → renegotiation adding their audio, answered →
+//! audio per participant captioned (WER of finals per participant ≤ 15 %) →
 //! captions published on `_reliable` as `lk.transcription` text streams with the segment, track
 //! and final attributes and the speaker's identity, plus legacy Transcription packets; a muted
 //! track closes its open segment as a final without the words spoken after the mute, and its

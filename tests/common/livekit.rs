@@ -9,17 +9,20 @@
 //!   `canSubscribe`, no `canPublish`, `canPublishData`, `hidden`), refusing the upgrade with 401
 //!   otherwise;
 //! * speaks `livekit-protocol` protobuf (`SignalRequest` / `SignalResponse`): `join` with the
-//!   scripted participants and their audio tracks, `offer` of a subscriber connection from a
-//!   GStreamer webrtcbin that *sends* each participant's audio (Opus, `a=msid:PA_..|TR_..`,
-//!   played in real time from a recording), trickled candidates both ways, the `answer` to the
+//!   scripted participants and their audio tracks, then, as a subscriber-primary server does,
+//!   an `offer` of the subscriber connection holding only the server's `_reliable` data
+//!   channel; once the sidecar subscribed, a renegotiation `offer` of the same connection from
+//!   a GStreamer webrtcbin that *sends* each participant's audio (Opus, `a=msid:PA_..|TR_..`,
+//!   played in real time from a recording); trickled candidates both ways, the `answer` to the
 //!   sidecar's publisher offer from a second webrtcbin that *receives* its data channels,
 //!   `pong`s, and participant updates (mute, leave) on demand;
 //! * decodes every message received on the data channels as a `DataPacket` and hands it to the
 //!   test.
 //!
 //! What it does not do that a LiveKit server does: SFU forwarding between real clients,
-//! subscriber renegotiation when tracks come and go, a server-side data channel on the
-//! subscriber connection, TURN, regions, resume. Everything runs inside the test's network
+//! renegotiation when tracks come and go after the first subscription (mute and leave are
+//! participant updates only), sending data on the subscriber connection's channel, TURN,
+//! regions, resume. Everything runs inside the test's network
 //! namespace (see `common/janus.rs`): ICE uses the veth address [`super::janus::ICE_ADDRESS`].
 
 use std::collections::HashMap;
@@ -341,11 +344,32 @@ async fn handle(
         return;
     }
 
-    // media: the subscriber connection is offered once the sidecar subscribed (first
-    // connection only: later ones carry no audio)
+    // media (first connection only: later ones carry no audio): the subscriber connection is
+    // offered right after the join with the server's data channel only, then renegotiated
+    // with the participants' audio once the sidecar subscribed to their tracks
     let (media_tx, mut media_rx) = mpsc::unbounded_channel::<MediaOut>();
     let mut sender: Option<Arc<AudioSender>> = None;
     let mut receiver: Option<DataReceiver> = None;
+    let mut audio_offered = false;
+    let mut want_audio = false;
+    let mut answered = 0;
+    let mut feeding = false;
+    if connection == 1 {
+        let tx = media_tx.clone();
+        let s = tokio::task::spawn_blocking(move || AudioSender::start(tx))
+            .await
+            .unwrap();
+        let desc = proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: s.offer.clone(),
+            id: 1,
+            ..Default::default()
+        };
+        sender = Some(Arc::new(s));
+        if ws.send(frame(Resp::Offer(desc))).await.is_err() {
+            return;
+        }
+    }
     loop {
         tokio::select! {
             msg = ws.next() => {
@@ -357,21 +381,17 @@ async fn handle(
                     Some(Req::Subscription(s)) => {
                         let tracks: Vec<String> = s.track_sids.clone();
                         shared.report(Report::Subscribed { connection, tracks: tracks.clone() });
-                        if connection == 1 && sender.is_none() && s.subscribe {
-                            let people = people.clone();
-                            let (tx, reports) = (media_tx.clone(), shared.reports.clone());
-                            let s = tokio::task::spawn_blocking(move || AudioSender::offer(&people, tx, reports))
-                                .await
-                                .unwrap();
-                            let offer = s.offer.clone();
-                            sender = Some(Arc::new(s));
-                            let desc = proto::SessionDescription { r#type: "offer".into(), sdp: offer, id: 1, ..Default::default() };
-                            if ws.send(frame(Resp::Offer(desc))).await.is_err() { break }
-                        }
+                        want_audio |= s.subscribe;
                     }
                     Some(Req::Answer(a)) => {
                         if let Some(s) = sender.clone() {
-                            tokio::task::spawn_blocking(move || s.set_answer(&a.sdp)).await.unwrap();
+                            let s2 = Arc::clone(&s);
+                            tokio::task::spawn_blocking(move || s2.set_answer(&a.sdp)).await.unwrap();
+                            answered = a.id;
+                            if a.id == 2 && !feeding {
+                                feeding = true;
+                                s.feed(people.clone(), shared.reports.clone());
+                            }
                         }
                     }
                     Some(Req::Offer(o)) => {
@@ -409,6 +429,28 @@ async fn handle(
                     && ws.send(pong).await.is_err()
                 {
                     break;
+                }
+                // like LiveKit, one negotiation at a time: the audio is offered once the first
+                // offer was answered and the sidecar subscribed
+                if let Some(sender) = sender.clone()
+                    && want_audio
+                    && answered == 1
+                    && !audio_offered
+                {
+                    audio_offered = true;
+                    let people = people.clone();
+                    let offer = tokio::task::spawn_blocking(move || sender.add_audio(&people))
+                        .await
+                        .unwrap();
+                    let desc = proto::SessionDescription {
+                        r#type: "offer".into(),
+                        sdp: offer,
+                        id: 2,
+                        ..Default::default()
+                    };
+                    if ws.send(frame(Resp::Offer(desc))).await.is_err() {
+                        break;
+                    }
                 }
             }
             out = media_rx.recv() => {
@@ -522,66 +564,80 @@ struct AudioSender {
     stopped: Arc<AtomicBool>,
     silenced: Arc<Mutex<Vec<String>>>,
     /// (identity, its appsrc).
-    sources: Vec<(String, gst_app::AppSrc)>,
+    sources: Mutex<Vec<(String, gst_app::AppSrc)>>,
 }
 
 impl AudioSender {
-    fn offer(
-        people: &[Person],
-        out: mpsc::UnboundedSender<MediaOut>,
-        reports: mpsc::UnboundedSender<Report>,
-    ) -> AudioSender {
-        let mut text = String::from("webrtcbin name=webrtc bundle-policy=max-bundle ");
-        for i in 0..people.len() {
-            text.push_str(&format!(
-                "appsrc name=src{i} is-live=true format=time do-timestamp=true \
+    /// The first subscriber offer, right after the join, as LiveKit makes it when the server
+    /// is subscriber-primary: no media yet, only the server's own `_reliable` data channel.
+    fn start(out: mpsc::UnboundedSender<MediaOut>) -> AudioSender {
+        let pipeline = gst::Pipeline::new();
+        let webrtc = gst::ElementFactory::make("webrtcbin")
+            .property_from_str("bundle-policy", "max-bundle")
+            .build()
+            .unwrap();
+        pipeline.add(&webrtc).unwrap();
+        restrict_ice(&webrtc);
+        trickle(&webrtc, proto::SignalTarget::Subscriber, out);
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let options = gst::Structure::builder("config")
+            .field("ordered", true)
+            .build();
+        webrtc
+            .emit_by_name::<Option<gst_webrtc::WebRTCDataChannel>>(
+                "create-data-channel",
+                &[&"_reliable", &options],
+            )
+            .unwrap();
+        let offer = description(
+            wait_promise(|p| {
+                webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, p])
+            }),
+            "offer",
+        );
+        wait_promise(|p| webrtc.emit_by_name::<()>("set-local-description", &[&offer, p]));
+        AudioSender {
+            pipeline,
+            webrtc,
+            offer: offer.sdp().as_text().unwrap(),
+            stopped: Arc::new(AtomicBool::new(false)),
+            silenced: Arc::new(Mutex::new(Vec::new())),
+            sources: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Renegotiation after the sidecar subscribed: one sending Opus stream per participant
+    /// (`a=msid:PA_..|TR_..`) added to the running connection; returns the new offer.
+    fn add_audio(&self, people: &[Person]) -> String {
+        let first = self.webrtc.sink_pads().len();
+        for p in people {
+            let bin = gst::parse::bin_from_description(
+                "appsrc name=src is-live=true format=time do-timestamp=true \
                    caps=audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved \
                  ! audioconvert ! audioresample ! opusenc bitrate=32000 frame-size=20 \
                  ! rtpopuspay pt=111 \
-                 ! capsfilter name=caps{i} caps=application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000 \
-                 ! webrtc. "
-            ));
-        }
-        let pipeline = gst::parse::launch(&text)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
+                 ! capsfilter caps=application/x-rtp,media=audio,encoding-name=OPUS,payload=111,clock-rate=48000",
+                true,
+            )
             .unwrap();
-        let webrtc = pipeline.by_name("webrtc").unwrap();
-        restrict_ice(&webrtc);
-        for (i, p) in people.iter().enumerate() {
-            let pad = pipeline
-                .by_name(&format!("caps{i}"))
+            self.pipeline.add(&bin).unwrap();
+            let sink = self.webrtc.request_pad_simple("sink_%u").unwrap();
+            sink.set_property("msid", format!("{}|{}", p.sid, p.track_sid));
+            bin.static_pad("src").unwrap().link(&sink).unwrap();
+            bin.sync_state_with_parent().unwrap();
+            let src = bin
+                .by_name("src")
                 .unwrap()
-                .static_pad("src")
-                .unwrap()
-                .peer()
+                .downcast::<gst_app::AppSrc>()
                 .unwrap();
-            pad.set_property("msid", format!("{}|{}", p.sid, p.track_sid));
+            // caps reach webrtcbin's pad with a first buffer of silence
+            let _ = src.push_buffer(gst::Buffer::from_mut_slice(vec![0_u8; CHUNK * 4]));
+            self.sources.lock().unwrap().push((p.identity.clone(), src));
         }
-        let (neg_tx, neg_rx) = std::sync::mpsc::channel::<()>();
-        webrtc.connect("on-negotiation-needed", false, move |_| {
-            let _ = neg_tx.send(());
-            None
-        });
-        trickle(&webrtc, proto::SignalTarget::Subscriber, out);
-        let appsrcs: Vec<gst_app::AppSrc> = (0..people.len())
-            .map(|i| {
-                pipeline
-                    .by_name(&format!("src{i}"))
-                    .unwrap()
-                    .downcast::<gst_app::AppSrc>()
-                    .unwrap()
-            })
-            .collect();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        // caps reach webrtcbin's pads with a first buffer of silence
-        for a in &appsrcs {
-            let _ = a.push_buffer(gst::Buffer::from_mut_slice(vec![0_u8; CHUNK * 4]));
-        }
-        neg_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         // every sink pad must know its caps before the offer is made
         let deadline = Instant::now() + Duration::from_secs(10);
-        while webrtc
+        while self
+            .webrtc
             .sink_pads()
             .iter()
             .any(|p| p.current_caps().is_none())
@@ -589,9 +645,13 @@ impl AudioSender {
             assert!(Instant::now() < deadline, "webrtcbin sink pads got no caps");
             std::thread::sleep(Duration::from_millis(10)); // polling pad caps, not synchronising
         }
-        for i in 0..people.len() as i32 {
-            if let Some(t) = webrtc
-                .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>("get-transceiver", &[&i])
+        for i in first..first + people.len() {
+            if let Some(t) = self
+                .webrtc
+                .emit_by_name::<Option<gst_webrtc::WebRTCRTPTransceiver>>(
+                    "get-transceiver",
+                    &[&(i as i32)],
+                )
             {
                 t.set_property(
                     "direction",
@@ -601,26 +661,16 @@ impl AudioSender {
         }
         let offer = description(
             wait_promise(|p| {
-                webrtc.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, p])
+                self.webrtc
+                    .emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, p])
             }),
             "offer",
         );
-        wait_promise(|p| webrtc.emit_by_name::<()>("set-local-description", &[&offer, p]));
-        let sdp = offer.sdp().as_text().unwrap();
-        let sender = AudioSender {
-            pipeline,
-            webrtc,
-            offer: sdp,
-            stopped: Arc::new(AtomicBool::new(false)),
-            silenced: Arc::new(Mutex::new(Vec::new())),
-            sources: people
-                .iter()
-                .map(|p| p.identity.clone())
-                .zip(appsrcs.iter().cloned())
-                .collect(),
-        };
-        sender.feed(people.to_vec(), appsrcs, reports);
-        sender
+        wait_promise(|p| {
+            self.webrtc
+                .emit_by_name::<()>("set-local-description", &[&offer, p])
+        });
+        offer.sdp().as_text().unwrap()
     }
 
     fn set_answer(&self, sdp: &str) {
@@ -642,10 +692,17 @@ impl AudioSender {
     /// reports [`Report::AudioDone`] at the end.
     fn play(&self, identity: &str, audio: Arc<Vec<f32>>, reports: mpsc::UnboundedSender<Report>) {
         self.silenced.lock().unwrap().retain(|s| s != identity);
-        let Some((_, src)) = self.sources.iter().find(|(i, _)| i == identity) else {
+        let Some(src) = self
+            .sources
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(i, _)| i == identity)
+            .map(|(_, s)| s.clone())
+        else {
             return;
         };
-        let (src, stopped) = (src.clone(), Arc::clone(&self.stopped));
+        let stopped = Arc::clone(&self.stopped);
         std::thread::spawn(move || {
             let origin = Instant::now();
             let mut pos = 0;
@@ -668,12 +725,14 @@ impl AudioSender {
     }
 
     /// Once connected, pushes every participant's audio in real time on one meeting clock.
-    fn feed(
-        &self,
-        people: Vec<Person>,
-        appsrcs: Vec<gst_app::AppSrc>,
-        reports: mpsc::UnboundedSender<Report>,
-    ) {
+    fn feed(&self, people: Vec<Person>, reports: mpsc::UnboundedSender<Report>) {
+        let appsrcs: Vec<gst_app::AppSrc> = self
+            .sources
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect();
         let (webrtc, stopped, silenced) = (
             self.webrtc.clone(),
             Arc::clone(&self.stopped),

@@ -400,6 +400,10 @@ struct Live {
     publisher: Option<CaptionPublisher>,
     open: Option<watch::Receiver<bool>>,
     buffered: Arc<std::sync::atomic::AtomicU64>,
+    /// A subscriber offer is being answered by the media worker.
+    answering: bool,
+    /// The newest offer received meanwhile (it supersedes the one being answered).
+    next_offer: Option<String>,
 }
 
 impl Ctx {
@@ -455,6 +459,8 @@ impl Ctx {
             publisher: None,
             open: None,
             buffered,
+            answering: false,
+            next_offer: None,
         };
         let mut drain = tokio::time::interval(DRAIN_TICK);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -630,7 +636,15 @@ impl Ctx {
                 tracing::warn!(track_sid, ?error, "LiveKit: subscription refused");
                 Ok(())
             }
-            Action::RemoteOffer { sdp } => Self::job(live, Job::Offer(sdp)),
+            Action::RemoteOffer { sdp } if live.answering => {
+                // answered once the current one is done (the session expects the newest)
+                live.next_offer = Some(sdp);
+                Ok(())
+            }
+            Action::RemoteOffer { sdp } => {
+                live.answering = true;
+                Self::job(live, Job::Offer(sdp))
+            }
             Action::NegotiatePublisher => Self::job(live, Job::OpenPublisher),
             Action::PublisherAnswer { sdp } => Self::job(live, Job::PublisherAnswer(sdp)),
             Action::RemoteCandidate { target, candidate } => Self::job(
@@ -660,6 +674,13 @@ impl Ctx {
         };
         match reply {
             Reply::Answer(sdp) => {
+                live.answering = false;
+                if let Some(next) = live.next_offer.take() {
+                    tracing::debug!("LiveKit: a newer subscriber offer superseded this answer");
+                    live.answering = true;
+                    Self::job(live, Job::Offer(next))?;
+                    return Ok(Vec::new());
+                }
                 let candidates = sdp_candidates(&sdp);
                 let mut out = live.session.local_answer(sdp).unwrap_or_else(refused);
                 for c in candidates {
@@ -717,9 +738,10 @@ impl Ctx {
         list.sort_by(|a, b| a.track.cmp(&b.track));
         list.dedup_by(|a, b| a.track == b.track);
         if list != self.status.participants {
-            self.sink.participants(&list);
-            self.status.participants = list;
+            // status first: whoever sees the room's participant list finds the status updated
+            self.status.participants = list.clone();
             self.report();
+            self.sink.participants(&list);
         }
     }
 

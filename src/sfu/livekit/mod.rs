@@ -101,11 +101,14 @@
 //!   `tests/common/livekit.rs`), not LiveKit: the service with `[rooms.livekit]` joins a tokio
 //!   WebSocket server at `/rtc` that checks the token (HS256 with the API secret; `roomJoin` for
 //!   the room, `canSubscribe`, no `canPublish`, `canPublishData`, `hidden`), sends `join` with
-//!   three participants, waits for `UpdateSubscription` of their three audio tracks, offers a
-//!   subscriber connection from a webrtcbin sending their Opus audio in real time with
-//!   `a=msid:PA_..|TR_..`, trickles candidates both ways, answers the publisher offer with a
-//!   webrtcbin that receives the data channels, and sends participant updates. Verified there:
-//!   pads mapped to participants through mid and msid; per-participant WER of the finals
+//!   three participants, offers the subscriber connection with only its own `_reliable` data
+//!   channel (as a subscriber-primary server does), and once that is answered and the sidecar
+//!   sent `UpdateSubscription` for the three audio tracks, renegotiates the same connection
+//!   with a webrtcbin sending their Opus audio in real time with `a=msid:PA_..|TR_..`; it
+//!   trickles candidates both ways, answers the publisher offer with a webrtcbin that receives
+//!   the data channels, and sends participant updates. Verified there: the subscriber
+//!   renegotiation ([`crate::sfu::media::SubscriberPeer::renegotiate`]); pads mapped to
+//!   participants through mid and msid; per-participant WER of the finals
 //!   published back as `lk.transcription` text streams (with the three attributes and the
 //!   speaker's identity) and legacy packets; a mute closing the open segment without invented
 //!   words, an unmute captioned on the same track; a participant leaving; a dropped socket
@@ -119,10 +122,10 @@
 //!   that the subscriber msid stream id is `participant_sid|track_sid` (taken from the Rust
 //!   SDK's `unpack_stream_id`; the stand-in sends it that way, it was not observed from a
 //!   server);
-//! * webrtcbin interoperability with a real server: its answer to the server's offers
-//!   (including the server's own data-channel m-section on the subscriber connection, and the
-//!   renegotiations when tracks come and go, which the stand-in does not send:
-//!   [`crate::sfu::media::SubscriberPeer::renegotiate`] is untested), in-band `_reliable` /
+//! * webrtcbin interoperability with a real server: its answers to the server's offers (a
+//!   pion/libwebrtc SDP, not a webrtcbin one as in the stand-in; renegotiations that remove or
+//!   recycle m-sections when tracks go, which the stand-in never sends: there mute and leave
+//!   are participant updates only), in-band `_reliable` /
 //!   `_lossy` data channels on the publisher connection at protocol 18 on the `/rtc` path, ICE
 //!   with the server's candidates (the join's ICE servers are not applied; only
 //!   `stun_server`), TURN;
