@@ -554,8 +554,10 @@ impl Ctx {
             }
         };
         // Closing the job queue makes the worker drop the peers: every track's stream ends and
-        // its worker flushes what was heard.
+        // its worker flushes what was heard. The replies are no longer read: closing them keeps
+        // the worker (and the forwarders) from waiting on a full channel.
         drop(live);
+        drop(replies);
         let _ = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + WORKER_STOP;
             while !worker.is_finished() && Instant::now() < deadline {
