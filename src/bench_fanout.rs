@@ -1715,6 +1715,7 @@ pub fn run(args: &FanoutArgs) -> Result<FanoutReport, FanoutError> {
                 diarization: Default::default(),
                 janus: None,
                 whep: None,
+                livekit: None,
             };
             let room = server_rt
                 .block_on(service.state.create_room(cfg))

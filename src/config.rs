@@ -264,6 +264,10 @@ pub struct RoomFile {
     /// `[rooms.whep]`: play WHEP endpoints; each one is a participant's track.
     #[serde(default)]
     pub whep: Option<WhepFile>,
+    /// `[rooms.livekit]`: attach the room to a LiveKit room; every participant's audio track
+    /// becomes a track, and the captions are published back into the LiveKit room.
+    #[serde(default)]
+    pub livekit: Option<crate::sfu::livekit::LiveKitConfig>,
 }
 
 /// A `[rooms.janus]` table: the Janus VideoRoom a room is attached to.
@@ -664,6 +668,8 @@ pub struct RoomConfig {
     pub janus: Option<crate::sfu::janus::JanusSettings>,
     /// The WHEP endpoints this room plays, if any.
     pub whep: Option<crate::sfu::whep::WhepSettings>,
+    /// The LiveKit room this room is attached to, if any.
+    pub livekit: Option<crate::sfu::livekit::LiveKitSettings>,
 }
 
 impl RoomConfig {
@@ -1196,6 +1202,16 @@ fn resolve(
             Some(w) => Some(w.resolve(&format!("{at}.whep"))?),
             None => None,
         };
+        let livekit = match &room.livekit {
+            Some(_) if janus.is_some() || whep.is_some() => {
+                return Err(ConfigError::invalid(
+                    format!("{at}.livekit"),
+                    "a room attaches to one SFU: keep one of [rooms.janus], [rooms.whep] or [rooms.livekit]",
+                ));
+            }
+            Some(l) => Some(l.resolve(&format!("{at}.livekit"), env, base)?),
+            None => None,
+        };
         resolved.push(RoomConfig {
             id: room.id,
             stream,
@@ -1208,6 +1224,7 @@ fn resolve(
             )?,
             janus,
             whep,
+            livekit,
         });
     }
 
@@ -1561,6 +1578,68 @@ mod tests {
             minimal()
         );
         assert_eq!(field_of(load(&both, &Env::new())), "rooms[0].whep");
+    }
+
+    #[test]
+    fn livekit_rooms_are_checked_field_by_field() {
+        let room = |table: &str| {
+            format!(
+                "{}[[rooms]]\nid = \"visio\"\n[rooms.livekit]\n{table}",
+                minimal()
+            )
+        };
+        let base = "url = \"wss://lk.example.org\"\nroom = \"weekly\"\napi_key = \"APIk\"\n";
+        let env = Env::from([("SOUSTITRE_LK_SECRET".to_string(), "s3cret".to_string())]);
+        let cfg = load(
+            &room(&format!(
+                "{base}api_secret_env = \"SOUSTITRE_LK_SECRET\"\njitter_ms = 80\nice_addresses = [\"10.0.0.5\"]\n"
+            )),
+            &env,
+        )
+        .unwrap();
+        let lk = cfg.rooms[0].livekit.clone().unwrap();
+        assert!(cfg.rooms[0].janus.is_none());
+        assert_eq!(lk.url, "wss://lk.example.org");
+        assert_eq!(lk.minter.room(), "weekly");
+        assert_eq!(lk.media.jitter_ms, 80);
+        assert_eq!(lk.media.ice_addresses, vec!["10.0.0.5".to_string()]);
+        for (table, field) in [
+            (
+                "url = \"lk.example.org\"\nroom = \"r\"\napi_key = \"k\"\napi_secret = \"s\"\n",
+                "rooms[0].livekit.url",
+            ),
+            (
+                &format!("{base}api_secret_env = \"SOUSTITRE_MISSING\"\n"),
+                "rooms[0].livekit.api_secret_env",
+            ),
+            (
+                &format!("{base}api_secret = \"s\"\ntoken_ttl_s = 10\n"),
+                "rooms[0].livekit.token_ttl_s",
+            ),
+            (
+                &format!("{base}api_secret = \"s\"\njitter_ms = 9000\n"),
+                "rooms[0].livekit.jitter_ms",
+            ),
+            (
+                &format!("{base}api_secret = \"s\"\nice_addresses = [\"eth0\"]\n"),
+                "rooms[0].livekit.ice_addresses[0]",
+            ),
+        ] {
+            assert_eq!(field_of(load(&room(table), &env)), field, "{table}");
+        }
+        let both = format!(
+            "{}[[rooms]]\nid = \"visio\"\n[rooms.janus]\nurl = \"ws://j\"\nroom = 1\n\
+             [rooms.livekit]\n{base}api_secret = \"s\"\n",
+            minimal()
+        );
+        assert_eq!(field_of(load(&both, &env)), "rooms[0].livekit");
+        assert!(
+            load(
+                &room(&format!("{base}api_secret = \"s\"\nbogus = 1\n")),
+                &env
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -251,3 +251,104 @@ async fn stopping_a_room_flushes_the_open_segment() {
     assert_eq!(v["finals"], 1, "what was heard became a final: {b}");
     svc.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_rooms_are_validated_and_show_their_attachment() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(dir.path()).await;
+    let base = format!("http://{}", svc.admin_addr);
+    let lk = |extra: serde_json::Value| {
+        let mut table = serde_json::json!({
+            "url": "ws://127.0.0.1:9",
+            "room": "weekly-sync",
+            "api_key": "APIkey",
+            "api_secret": "a-secret-for-the-admin-api-test",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                table.as_object_mut().unwrap().remove(k);
+            } else {
+                table[k] = v.clone();
+            }
+        }
+        table
+    };
+    for (extra, field) in [
+        (
+            serde_json::json!({"url": "livekit.example.org"}),
+            "livekit.url",
+        ),
+        (
+            serde_json::json!({"api_secret": null}),
+            "livekit.api_secret",
+        ),
+        (
+            serde_json::json!({"api_secret_env": "SOUSTITRE_UNSET_LK_SECRET", "api_secret": null}),
+            "livekit.api_secret_env",
+        ),
+        (serde_json::json!({"jitter_ms": 5000}), "livekit.jitter_ms"),
+    ] {
+        let (status, body) = call(
+            "POST",
+            format!("{base}/rooms"),
+            Some(serde_json::json!({"id": "lk", "livekit": lk(extra)})),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains(field), "{field}: {body}");
+    }
+    let (status, body) = call(
+        "POST",
+        format!("{base}/rooms"),
+        Some(serde_json::json!({
+            "id": "lk",
+            "janus": {"url": "ws://127.0.0.1:9/", "room": 1},
+            "livekit": lk(serde_json::json!({})),
+        })),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("one SFU"), "{body}");
+
+    // nothing listens on port 9: the room exists, its attachment keeps trying
+    let (status, body) = call(
+        "POST",
+        format!("{base}/rooms"),
+        Some(serde_json::json!({"id": "lk", "livekit": lk(serde_json::json!({}))})),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["sfu"]["connections"], 0, "{info}");
+    assert!(!body.contains("a-secret-for"), "the secret is never shown");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        let (_, body) = call("GET", format!("{base}/rooms/lk"), None, Some(ADMIN_TOKEN)).await;
+        let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if info["sfu"]["state"] == "reconnecting" {
+            break info;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info}");
+        // polling the operator API, as an operator would
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        info["sfu"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("connect"),
+        "{info}"
+    );
+    let (status, _) = call(
+        "DELETE",
+        format!("{base}/rooms/lk"),
+        None,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status}");
+    svc.shutdown().await;
+}

@@ -91,6 +91,10 @@ struct CreateRoom {
     /// Play WHEP endpoints (same fields as `[rooms.whep]` in the config file).
     #[serde(default)]
     whep: Option<crate::config::WhepFile>,
+    /// Attach the room to a LiveKit room (same fields as `[rooms.livekit]`; secrets from
+    /// `SOUSTITRE_*` environment variables of the service, or inline).
+    #[serde(default)]
+    livekit: Option<crate::sfu::livekit::LiveKitConfig>,
 }
 
 async fn create(
@@ -140,6 +144,22 @@ async fn create(
         Ok(w) => w,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if req.livekit.is_some() && (janus.is_some() || whep.is_some()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "livekit: a room attaches to one SFU (janus, whep or livekit)".to_string(),
+        );
+    }
+    let env = crate::config::process_env();
+    let livekit = match req
+        .livekit
+        .as_ref()
+        .map(|l| l.resolve("livekit", &env, None))
+        .transpose()
+    {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
     let cfg = RoomConfig {
         id: req.id,
         stream,
@@ -148,6 +168,7 @@ async fn create(
         diarization,
         janus,
         whep,
+        livekit,
     };
     let st = state.clone();
     match st.create_room(cfg).await {

@@ -249,6 +249,7 @@ pub fn demo_room(corpus: &std::path::Path) -> RoomConfig {
         diarization: Default::default(),
         janus: None,
         whep: None,
+        livekit: None,
     }
 }
 

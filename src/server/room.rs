@@ -137,8 +137,8 @@ impl Room {
             diarize: cfg.diarize.then(|| cfg.diarization.clone()),
             renames: renames.clone(),
         };
-        let sfu = match (cfg.janus.clone(), cfg.whep.clone()) {
-            (Some(janus), _) => Some(
+        let sfu = match (cfg.janus.clone(), cfg.whep.clone(), cfg.livekit.clone()) {
+            (Some(janus), _, _) => Some(
                 super::sfu::SfuLink::start_janus(
                     &cfg.id,
                     janus,
@@ -148,7 +148,7 @@ impl Room {
                 )
                 .map_err(|e| RoomError::Sfu(e.to_string()))?,
             ),
-            (None, Some(whep)) => Some(
+            (None, Some(whep), _) => Some(
                 super::sfu::SfuLink::start_whep(
                     &cfg.id,
                     whep,
@@ -158,7 +158,17 @@ impl Room {
                 )
                 .map_err(|e| RoomError::Sfu(e.to_string()))?,
             ),
-            (None, None) => None,
+            (None, None, Some(livekit)) => Some(
+                super::sfu::SfuLink::start_livekit(
+                    &cfg.id,
+                    livekit,
+                    hub.clone(),
+                    factory(),
+                    Arc::clone(&sources),
+                )
+                .map_err(|e| RoomError::Sfu(e.to_string()))?,
+            ),
+            (None, None, None) => None,
         };
         Ok(Room {
             id: cfg.id,

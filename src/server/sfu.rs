@@ -20,6 +20,7 @@ use crate::hub::Hub;
 use crate::media::AudioSource;
 use crate::protocol::{GapReason, Participant};
 use crate::sfu::janus::{self, JanusSettings};
+use crate::sfu::livekit::{self, LiveKitSettings};
 use crate::sfu::media::{MediaSettings, PeerError, RoomMedia};
 use crate::sfu::whep::{self, WhepSettings};
 use crate::sfu::{AttachStatus, RemoteParticipant, RoomSink};
@@ -232,6 +233,29 @@ impl SfuLink {
             status,
             sink,
         })
+    }
+
+    /// Starts the room pipeline and the LiveKit attachment task (on the current tokio
+    /// runtime); the room's captions (from `hub`) are published back into the LiveKit room.
+    pub(crate) fn start_livekit(
+        room: &str,
+        settings: LiveKitSettings,
+        hub: Hub,
+        factory: TrackFactory,
+        sources: Arc<Mutex<Vec<SourceHandle>>>,
+    ) -> Result<SfuLink, PeerError> {
+        let media = settings.media.clone();
+        let captions = hub.clone();
+        Self::start(
+            room,
+            media,
+            hub,
+            factory,
+            sources,
+            move |media, sink, stop| {
+                livekit::attach::run(settings, media, sink, Some(captions), stop)
+            },
+        )
     }
 
     /// The attachment's status now.

@@ -381,16 +381,14 @@ fn run(
             }
         }
         if fed {
-            // the publication ended: close what was heard (its final now, not at the next one)
-            if let Some(edge) = source.live_edge()
-                && edge > expected
-            {
-                if let Err(e) = captioner.gap(edge - expected, &mut out) {
-                    tracing::warn!(track = %spec.track, "recognition failed: {e}");
-                }
-                expected = edge;
-                publish(&mut out, &stats);
+            // the publication ended: close what was heard (its final now, not at the next one),
+            // also when it ended right after its last audio (a mute: nothing is overdue yet)
+            let edge = source.live_edge().unwrap_or(expected).max(expected);
+            if let Err(e) = captioner.gap(edge - expected, &mut out) {
+                tracing::warn!(track = %spec.track, "recognition failed: {e}");
             }
+            expected = edge;
+            publish(&mut out, &stats);
             fed_expected = expected;
         }
         drop(source);

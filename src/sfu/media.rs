@@ -12,6 +12,12 @@
 //! so all tracks of a room share one timeline, across participants leaving and rejoining and
 //! across reconnections to the SFU (the pipeline lives as long as the attachment).
 //!
+//! A peer carrying several tracks (LiveKit's subscriber connection) can end one track's stream
+//! ([`SubscriberPeer::end_track`]: muted, unpublished), tap it again
+//! ([`SubscriberPeer::resume_track`]: unmuted) and take new offers
+//! ([`SubscriberPeer::renegotiate`]); branches are swapped on an idle pad probe, so no buffer
+//! meets an unlinked pad.
+//!
 //! # Threads
 //! `pad-added` runs on a GStreamer streaming thread: it only builds and links the branch and hands
 //! the new [`AudioSource`] over a bounded channel; inference runs on the track workers. Offer/answer
@@ -170,24 +176,7 @@ impl RoomMedia {
         let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
             .map_err(|e| PeerError::Sdp(format!("cannot parse the offer: {e}")))?;
         let (peer, gathered) = self.new_peer(label, ice)?;
-        let webrtc = &peer.webrtc;
-        let offer =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-        promise(webrtc, "set-remote-description", &offer)?;
-        let reply = promise_reply(webrtc, "create-answer")?;
-        let answer = reply
-            .and_then(|r| {
-                r.value("answer")
-                    .ok()
-                    .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
-            })
-            .ok_or_else(|| {
-                PeerError::Negotiation(
-                    "create-answer returned no answer (offer not acceptable?)".into(),
-                )
-            })?;
-        promise(webrtc, "set-local-description", &answer)?;
-        let sdp = local_sdp(&peer, &gathered)?;
+        let sdp = answer_offer(&peer.webrtc, offer, Some(&gathered), &peer.shared.label)?;
         Ok((peer, sdp))
     }
 
@@ -284,6 +273,8 @@ impl RoomMedia {
             webrtc: webrtc.clone(),
             shared: Arc::clone(&shared),
             tracks: tracks_rx,
+            started_at: self.started_at,
+            jitter: Duration::from_millis(self.settings.jitter_ms.into()),
         };
         // From here on, dropping `peer` removes what was added.
         if !self.settings.ice_addresses.is_empty() {
@@ -311,7 +302,65 @@ impl RoomMedia {
         webrtc
             .sync_state_with_parent()
             .map_err(|e| PeerError::Gst(format!("webrtcbin cannot start: {e}")))?;
+
         Ok((peer, gathered))
+    }
+
+    /// The room pipeline (for other kinds of peers of the attachment).
+    pub(crate) fn pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+
+    /// The attachment's media settings.
+    pub(crate) fn settings(&self) -> &MediaSettings {
+        &self.settings
+    }
+
+    /// A number unique among this room's peers.
+    pub(crate) fn next_peer_id(&self) -> u64 {
+        let mut n = self.next_peer.lock().unwrap_or_else(|p| p.into_inner());
+        *n += 1;
+        *n
+    }
+}
+
+/// Sets `offer` as remote description of `webrtc`, answers, and returns the local description
+/// (after ICE gathering when `gathered` is given). Blocking.
+fn answer_offer(
+    webrtc: &gst::Element,
+    offer: gst_sdp::SDPMessage,
+    gathered: Option<&Gathering>,
+    label: &str,
+) -> Result<String, PeerError> {
+    {
+        let offer =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+        promise(webrtc, "set-remote-description", &offer)?;
+        let reply = promise_reply(webrtc, "create-answer")?;
+        let answer = reply
+            .and_then(|r| {
+                r.value("answer")
+                    .ok()
+                    .and_then(|v| v.get::<gst_webrtc::WebRTCSessionDescription>().ok())
+            })
+            .ok_or_else(|| {
+                PeerError::Negotiation(
+                    "create-answer returned no answer (offer not acceptable?)".into(),
+                )
+            })?;
+        promise(webrtc, "set-local-description", &answer)?;
+        if let Some(gathered) = gathered
+            && !gathered.wait()
+        {
+            tracing::warn!(peer = %label, "no ICE candidate after {GATHER_TIMEOUT:?}; answering without");
+        }
+        let local = webrtc
+            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+            .ok_or_else(|| PeerError::Negotiation("no local description after answering".into()))?;
+        local
+            .sdp()
+            .as_text()
+            .map_err(|e| PeerError::Sdp(format!("cannot print the answer: {e}")))
     }
 }
 
@@ -431,7 +480,7 @@ fn watch_bus(bus: &gst::Bus, room: &str) {
     }
 }
 
-fn promise(
+pub(crate) fn promise(
     webrtc: &gst::Element,
     signal: &str,
     desc: &gst_webrtc::WebRTCSessionDescription,
@@ -441,7 +490,10 @@ fn promise(
     wait(&p, &rx, signal).map(|_| ())
 }
 
-fn promise_reply(webrtc: &gst::Element, signal: &str) -> Result<Option<gst::Structure>, PeerError> {
+pub(crate) fn promise_reply(
+    webrtc: &gst::Element,
+    signal: &str,
+) -> Result<Option<gst::Structure>, PeerError> {
     let (p, rx) = reply_channel();
     webrtc.emit_by_name::<()>(signal, &[&None::<gst::Structure>, &p]);
     wait(&p, &rx, signal)
@@ -493,8 +545,23 @@ struct PeerShared {
     closed: AtomicBool,
     /// Room-timeline milliseconds of the last RTP packet received on any audio pad (0: none yet).
     last_packet_ms: AtomicU64,
-    /// Branch bins (or fakesinks) added for this peer's pads, and the taps to end.
-    branches: Mutex<Vec<(gst::Element, Option<LiveTap>)>>,
+    /// Branches (audio bins or fakesinks) added for this peer's pads.
+    branches: Mutex<Vec<Branch>>,
+}
+
+/// What hangs off one of a peer's webrtcbin source pads.
+struct Branch {
+    /// The pad's transceiver mid (or the pad name when it has none).
+    mid: String,
+    /// The webrtcbin source pad.
+    pad: gst::Pad,
+    /// The audio branch bin, or a fakesink (non-audio, or an audio track ended by
+    /// [`SubscriberPeer::end_track`]).
+    element: gst::Element,
+    /// The audio stream's tap, while the track is being captioned.
+    tap: Option<LiveTap>,
+    /// True for an Opus audio pad (one that [`SubscriberPeer::resume_track`] can tap again).
+    audio: bool,
 }
 
 /// Runs on a streaming thread: builds and links a branch for an audio pad, a fakesink for
@@ -521,13 +588,9 @@ fn on_pad(
         .and_then(|t| t.mid())
         .map(|m| m.to_string())
         .unwrap_or_else(|| pad.name().to_string());
-    let discard = |why: &str| {
+    let discard = |why: &str, audio: bool| {
         tracing::debug!(peer = %shared.label, mid, "discarding a remote {media} stream: {why}");
-        let Ok(sink) = gst::ElementFactory::make("fakesink")
-            .property("async", false)
-            .property("sync", false)
-            .build()
-        else {
+        let Some(sink) = fakesink() else {
             return;
         };
         if pipeline.add(&sink).is_ok() {
@@ -539,43 +602,27 @@ fn on_pad(
                 .branches
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((sink, None));
+                .push(Branch {
+                    mid: mid.clone(),
+                    pad: pad.clone(),
+                    element: sink,
+                    tap: None,
+                    audio,
+                });
         }
     };
     if media != "audio" {
-        discard("not audio");
+        discard("not audio", false);
         return;
     }
     if !encoding.eq_ignore_ascii_case("OPUS") {
-        discard(&format!("codec {encoding} (only Opus is decoded)"));
+        discard(&format!("codec {encoding} (only Opus is decoded)"), false);
         return;
     }
-    let (bin, sink, decoder) = match media::webrtc_audio_branch() {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(peer = %shared.label, "cannot build the audio branch: {e}");
-            discard("no branch");
-            return;
-        }
-    };
-    let input = format!("{}#{mid}", shared.label);
-    let (source, tap) = match AudioSource::tap(
-        &input,
-        pipeline,
-        &sink,
-        &decoder,
-        started_at,
-        jitter,
-        &DecodeSettings {
-            realtime: false,
-            queue_chunks: media::DEFAULT_QUEUE_CHUNKS,
-        },
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!(peer = %shared.label, "cannot tap the audio branch: {e}");
-            return;
-        }
+    let Some((bin, source, tap)) = audio_branch(pipeline, &shared.label, &mid, started_at, jitter)
+    else {
+        discard("no branch", true);
+        return;
     };
     if pipeline.add(&bin).is_err() {
         tracing::error!(peer = %shared.label, "cannot add the audio branch");
@@ -604,9 +651,95 @@ fn on_pad(
         .branches
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .push((bin.upcast(), Some(tap)));
+        .push(Branch {
+            mid: mid.clone(),
+            pad: pad.clone(),
+            element: bin.upcast(),
+            tap: Some(tap),
+            audio: true,
+        });
     if tracks.try_send(RemoteTrack { mid, source }).is_err() {
         tracing::warn!(peer = %shared.label, "remote track not taken (queue full or peer closed)");
+    }
+}
+
+fn fakesink() -> Option<gst::Element> {
+    gst::ElementFactory::make("fakesink")
+        .property("async", false)
+        .property("sync", false)
+        .build()
+        .ok()
+}
+
+/// Builds (not adds) an audio branch and taps it as a live source on the room timeline.
+fn audio_branch(
+    pipeline: &gst::Pipeline,
+    label: &str,
+    mid: &str,
+    started_at: Instant,
+    jitter: Duration,
+) -> Option<(gst::Bin, AudioSource, LiveTap)> {
+    let (bin, sink, decoder) = match media::webrtc_audio_branch() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(peer = %label, "cannot build the audio branch: {e}");
+            return None;
+        }
+    };
+    let input = format!("{label}#{mid}");
+    match AudioSource::tap(
+        &input,
+        pipeline,
+        &sink,
+        &decoder,
+        started_at,
+        jitter,
+        &DecodeSettings {
+            realtime: false,
+            queue_chunks: media::DEFAULT_QUEUE_CHUNKS,
+        },
+    ) {
+        Ok((source, tap)) => Some((bin, source, tap)),
+        Err(e) => {
+            tracing::error!(peer = %label, "cannot tap the audio branch: {e}");
+            None
+        }
+    }
+}
+
+/// Replaces what `pad` feeds (`old`) by `new` (already built, not yet added) while the pad is
+/// idle, so that no buffer meets an unlinked pad; then removes `old`. Blocking.
+fn swap_branch(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    old: &gst::Element,
+    new: &gst::Element,
+) -> Result<(), PeerError> {
+    pipeline
+        .add(new)
+        .map_err(|e| PeerError::Gst(format!("cannot add a branch: {e}")))?;
+    let _ = new.sync_state_with_parent();
+    let new_sink = new
+        .static_pad("sink")
+        .ok_or_else(|| PeerError::Gst("branch without a sink pad".into()))?;
+    let old_sink = old.static_pad("sink");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    pad.add_probe(gst::PadProbeType::IDLE, move |pad, _| {
+        if let Some(old_sink) = &old_sink {
+            let _ = pad.unlink(old_sink);
+        }
+        let _ = tx.try_send(pad.link(&new_sink).is_ok());
+        gst::PadProbeReturn::Remove
+    });
+    let linked = rx.recv_timeout(PROMISE_TIMEOUT).unwrap_or(false);
+    let _ = old.set_state(gst::State::Null);
+    let _ = pipeline.remove(old);
+    if linked {
+        Ok(())
+    } else {
+        let _ = new.set_state(gst::State::Null);
+        let _ = pipeline.remove(new);
+        Err(PeerError::Gst("cannot relink a remote track".into()))
     }
 }
 
@@ -617,6 +750,8 @@ pub struct SubscriberPeer {
     webrtc: gst::Element,
     shared: Arc<PeerShared>,
     tracks: Receiver<RemoteTrack>,
+    started_at: Instant,
+    jitter: Duration,
 }
 
 impl SubscriberPeer {
@@ -681,6 +816,90 @@ impl SubscriberPeer {
             gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, answer);
         promise(&self.webrtc, "set-remote-description", &answer)
     }
+
+    /// Ends the audio stream of the track on m-section `mid` (muted or unpublished remote
+    /// track): its branch is replaced by a fakesink and its stream ends, so its worker closes
+    /// the open segment with what was heard. False when no audio of `mid` is being tapped.
+    /// Blocking.
+    pub fn end_track(&self, mid: &str) -> Result<bool, PeerError> {
+        let (pad, old, tap) = {
+            let mut branches = self
+                .shared
+                .branches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let Some(b) = branches
+                .iter_mut()
+                .find(|b| b.mid == mid && b.tap.is_some())
+            else {
+                return Ok(false);
+            };
+            let Some(sink) = fakesink() else {
+                return Err(PeerError::Gst("no fakesink".into()));
+            };
+            let old = std::mem::replace(&mut b.element, sink.clone());
+            (b.pad.clone(), (old, sink), b.tap.take())
+        };
+        let result = swap_branch(&self.pipeline, &pad, &old.0, &old.1);
+        if let Some(tap) = tap {
+            tap.end();
+        }
+        result.map(|()| true)
+    }
+
+    /// Taps the track on m-section `mid` again after [`SubscriberPeer::end_track`] (unmuted):
+    /// a new branch and a new stream on the same room timeline. `None` when `mid` is not an
+    /// ended audio track of this peer. Blocking.
+    pub fn resume_track(&self, mid: &str) -> Result<Option<RemoteTrack>, PeerError> {
+        let (pad, old) = {
+            let branches = self
+                .shared
+                .branches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let Some(b) = branches
+                .iter()
+                .find(|b| b.mid == mid && b.audio && b.tap.is_none())
+            else {
+                return Ok(None);
+            };
+            (b.pad.clone(), b.element.clone())
+        };
+        let Some((bin, source, tap)) = audio_branch(
+            &self.pipeline,
+            &self.shared.label,
+            mid,
+            self.started_at,
+            self.jitter,
+        ) else {
+            return Err(PeerError::Gst("cannot build an audio branch".into()));
+        };
+        let bin: gst::Element = bin.upcast();
+        swap_branch(&self.pipeline, &pad, &old, &bin)?;
+        let mut branches = self
+            .shared
+            .branches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = branches.iter_mut().find(|b| b.mid == mid) {
+            b.element = bin;
+            b.tap = Some(tap);
+        }
+        tracing::info!(peer = %self.shared.label, mid, "remote audio track flowing again");
+        Ok(Some(RemoteTrack {
+            mid: mid.to_owned(),
+            source,
+        }))
+    }
+
+    /// Takes a new offer of the SFU on this connection (renegotiation: tracks added or
+    /// removed) and returns the answer. New audio m-sections arrive on
+    /// [`SubscriberPeer::tracks`] once they flow. Blocking.
+    pub fn renegotiate(&self, offer_sdp: &str) -> Result<String, PeerError> {
+        let offer = gst_sdp::SDPMessage::parse_buffer(offer_sdp.as_bytes())
+            .map_err(|e| PeerError::Sdp(format!("cannot parse the offer: {e}")))?;
+        answer_offer(&self.webrtc, offer, None, &self.shared.label)
+    }
 }
 
 impl Drop for SubscriberPeer {
@@ -695,10 +914,10 @@ impl Drop for SubscriberPeer {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        for (element, tap) in branches {
-            let _ = element.set_state(gst::State::Null);
-            let _ = self.pipeline.remove(&element);
-            if let Some(tap) = tap {
+        for branch in branches {
+            let _ = branch.element.set_state(gst::State::Null);
+            let _ = self.pipeline.remove(&branch.element);
+            if let Some(tap) = branch.tap {
                 tap.end();
             }
         }

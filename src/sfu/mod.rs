@@ -4,8 +4,9 @@
 //!
 //! * [`media`]: the room's GStreamer pipeline, one receive-only `webrtcbin` per peer connection
 //!   and one `pipelines/webrtc_audio.gst` branch per remote audio track.
-//! * [`livekit`]: LiveKit signalling, token minting and captions published back into the room
-//!   (protocol level: see that module for what is not verified against a server).
+//! * [`data`]: a send-only data-channel peer in the room pipeline (captions back into the SFU).
+//! * [`livekit`]: LiveKit rooms: signalling, token minting, the attachment, and captions
+//!   published back into the LiveKit room (verified against a stand-in only: see that module).
 //! * [`janus`]: Janus VideoRoom over its WebSocket API (signalling, subscriptions to every
 //!   publisher including later ones, reconnection), plus a webrtcbin publisher used to feed test
 //!   meetings.
@@ -25,6 +26,7 @@
 //!   publisher update; it never takes down its room. A failing room never takes down the
 //!   service: each attachment is its own task.
 
+pub mod data;
 pub mod janus;
 pub mod livekit;
 pub mod media;
@@ -82,6 +84,28 @@ pub struct AttachStatus {
     pub connections: u64,
     /// Remote participants currently subscribed.
     pub participants: Vec<RemoteParticipant>,
+    /// Captions published back into the SFU room (attachments that publish them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub captions: Option<CaptionStats>,
+}
+
+/// Counters of the captions an attachment publishes back into the SFU room.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CaptionStats {
+    /// Caption events handed to the data channel.
+    pub captions_sent: u64,
+    /// Data packets sent (several per caption event).
+    pub packets_sent: u64,
+    /// Packets the data channel refused (closed, failed).
+    pub send_errors: u64,
+    /// Queued partials replaced by a newer revision of their segment.
+    pub partials_superseded: u64,
+    /// Partials dropped because the queue was full.
+    pub partials_dropped: u64,
+    /// Finals dropped because the queue was full of finals (each one logged as an error).
+    pub finals_dropped: u64,
+    /// Captions of tracks that are not participants of the SFU room (not published).
+    pub unattributed: u64,
 }
 
 impl Default for AttachStatus {
@@ -91,6 +115,7 @@ impl Default for AttachStatus {
             error: None,
             connections: 0,
             participants: Vec::new(),
+            captions: None,
         }
     }
 }

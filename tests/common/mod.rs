@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod janus;
+pub mod livekit;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,6 @@
 //! ```toml
 //! [[rooms]]
 //! id = "weekly"
-//! sfu = "livekit"
 //!
 //! [rooms.livekit]
 //! url = "wss://livekit.example.org"             # the server (ws://, wss://, http://, https://)
@@ -15,6 +14,9 @@
 //! token_ttl_s = 600                             # lifetime of each minted token
 //! text_streams = true                           # captions as `lk.transcription` text streams
 //! legacy_transcription = true                   # and as legacy Transcription packets
+//! jitter_ms = 60                                # jitter buffer of the subscribed tracks, 0..=2000
+//! ice_addresses = ["10.0.0.5"]                  # restrict ICE to these local addresses
+//! stun_server = "stun://stun.example.org:3478"  # when the server is behind NAT
 //! ```
 //!
 //! Key and secret: exactly one source each. Environment references are looked up in the
@@ -34,7 +36,8 @@ use super::token::{
 };
 use super::transcription::PublishSettings;
 use crate::auth::Secret;
-use crate::config::{ConfigError, Env};
+use crate::config::{ConfigError, Env, MAX_SFU_JITTER_MS};
+use crate::sfu::media::{DEFAULT_JITTER_MS, MediaSettings};
 
 /// Prefix every environment reference must have.
 pub const ENV_PREFIX: &str = "SOUSTITRE_";
@@ -65,6 +68,16 @@ pub struct LiveKitConfig {
     pub text_streams: bool,
     #[serde(default = "yes")]
     pub legacy_transcription: bool,
+    /// Jitter buffer latency of the subscribed tracks, ms (default 60, at most
+    /// [`crate::config::MAX_SFU_JITTER_MS`]).
+    #[serde(default)]
+    pub jitter_ms: Option<u32>,
+    /// Restrict ICE host candidates to these local addresses (default: all interfaces).
+    #[serde(default)]
+    pub ice_addresses: Vec<String>,
+    /// STUN server `stun://host:port`.
+    #[serde(default)]
+    pub stun_server: Option<String>,
 }
 
 fn default_identity() -> String {
@@ -89,6 +102,8 @@ pub struct LiveKitSettings {
     pub minter: TokenMinter,
     pub url_options: UrlOptions,
     pub publish: PublishSettings,
+    /// The room pipeline's peers (jitter buffer, ICE).
+    pub media: MediaSettings,
 }
 
 impl LiveKitConfig {
@@ -185,7 +200,35 @@ impl LiveKitConfig {
                 "at least one of text_streams / legacy_transcription must be on".into(),
             ));
         }
+        let jitter_ms = self.jitter_ms.unwrap_or(DEFAULT_JITTER_MS);
+        if jitter_ms > MAX_SFU_JITTER_MS {
+            return Err(invalid(
+                "jitter_ms",
+                format!("must be at most {MAX_SFU_JITTER_MS}"),
+            ));
+        }
+        for (i, a) in self.ice_addresses.iter().enumerate() {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid(
+                    &format!("ice_addresses[{i}]"),
+                    format!("{a:?} is not an IP address"),
+                ));
+            }
+        }
+        if let Some(stun) = &self.stun_server
+            && !(stun.starts_with("stun://") && stun.len() > "stun://".len())
+        {
+            return Err(invalid(
+                "stun_server",
+                format!("{stun:?} is not a stun://host:port URL"),
+            ));
+        }
         Ok(LiveKitSettings {
+            media: MediaSettings {
+                jitter_ms,
+                ice_addresses: self.ice_addresses.clone(),
+                stun_server: self.stun_server.clone(),
+            },
             url: self.url.clone(),
             minter,
             url_options: UrlOptions::default(),
@@ -275,7 +318,7 @@ mod tests {
         )]);
         let s = c.resolve("rooms[1].livekit", &env, None).unwrap();
         assert_eq!(s.minter.room(), "weekly-sync");
-        assert!(text.contains("# sfu = \"livekit\""));
+        assert_eq!(s.media.jitter_ms, 60);
     }
 
     #[test]
@@ -333,6 +376,22 @@ mod tests {
                     "{BASE}api_key = \"k\"\napi_secret = \"s\"\ntext_streams = false\nlegacy_transcription = false\n"
                 ),
                 "text_streams",
+            ),
+            (
+                &format!("{BASE}api_key = \"k\"\napi_secret = \"s\"\njitter_ms = 2001\n"),
+                "jitter_ms",
+            ),
+            (
+                &format!(
+                    "{BASE}api_key = \"k\"\napi_secret = \"s\"\nice_addresses = [\"10.0.0.1\", \"eth0\"]\n"
+                ),
+                "ice_addresses[1]",
+            ),
+            (
+                &format!(
+                    "{BASE}api_key = \"k\"\napi_secret = \"s\"\nstun_server = \"stun.example.org\"\n"
+                ),
+                "stun_server",
             ),
         ];
         for (text, field) in cases {

@@ -1,7 +1,12 @@
-//! LiveKit attachment, protocol side: tokens, signalling and captions as data packets.
+//! LiveKit attachment: tokens, signalling, captions as data packets, and the attachment of a
+//! room ([`attach`]).
 //!
-//! Everything here is sans I/O except [`transport`]; the media (webrtcbin) side consumes the
-//! [`session::Action`]s and feeds back its SDP and ICE candidates.
+//! Everything here is sans I/O except [`transport`] and [`attach`]. [`attach::run`] is what a
+//! room with `[rooms.livekit]` runs: it drives a [`session::Session`] over the signalling
+//! WebSocket, answers the subscriber connection with a receive-only webrtcbin of the room's
+//! [`crate::sfu::media::RoomMedia`], offers the publisher connection
+//! ([`crate::sfu::data::DataPeer`]) and publishes the room's captions on it; see that module for
+//! its threads, faults and latency.
 //!
 //! # Flow
 //!
@@ -74,31 +79,56 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Configuration: `[rooms.livekit]` ([`config::LiveKitConfig`]; the `[[rooms]]` entry sets
-//! `sfu = "livekit"`).
+//! Configuration: `[rooms.livekit]` ([`config::LiveKitConfig`]) in a `[[rooms]]` entry, or
+//! `"livekit": {...}` in the admin API's `POST /rooms`.
 //!
 //! # Latency model
 //!
-//! This layer adds no buffering: a caption event is turned into packets as soon as the
+//! The protocol layer adds no buffering: a caption event is turned into packets as soon as the
 //! captioner emits it, one text stream per revision (partial or final), each holding the full
 //! current text of its segment. The cost is the data channel's: one reliable SCTP message per
 //! packet (header, ⌈text/15 000 B⌉ chunks, trailer, legacy packet), i.e. one round trip to
 //! the SFU and one to each viewer. Signalling adds nothing to caption latency once joined.
 //!
-//! # Not verified against a LiveKit server
+//! # What is verified, and against what
 //!
-//! No LiveKit server can run where this was written; everything is tested at the protocol
-//! level (messages built and decoded with `livekit-protocol` 0.8 types, exchanges replayed
-//! from fixtures, real WebSocket framing in memory). Not verified:
+//! No LiveKit server can run where this was written. Two levels of tests:
+//!
+//! * Protocol level (`tests.rs` beside this module): messages built and decoded with
+//!   `livekit-protocol` 0.8 types, exchanges replayed message by message, real WebSocket framing
+//!   in memory.
+//! * End to end against a **protocol-faithful stand-in** (`tests/sfu_livekit.rs`,
+//!   `tests/common/livekit.rs`), not LiveKit: the service with `[rooms.livekit]` joins a tokio
+//!   WebSocket server at `/rtc` that checks the token (HS256 with the API secret; `roomJoin` for
+//!   the room, `canSubscribe`, no `canPublish`, `canPublishData`, `hidden`), sends `join` with
+//!   three participants, offers the subscriber connection with only its own `_reliable` data
+//!   channel (as a subscriber-primary server does), and once that is answered and the sidecar
+//!   sent `UpdateSubscription` for the three audio tracks, renegotiates the same connection
+//!   with a webrtcbin sending their Opus audio in real time with `a=msid:PA_..|TR_..`; it
+//!   trickles candidates both ways, answers the publisher offer with a webrtcbin that receives
+//!   the data channels, and sends participant updates. Verified there: the subscriber
+//!   renegotiation ([`crate::sfu::media::SubscriberPeer::renegotiate`]); pads mapped to
+//!   participants through mid and msid; per-participant WER of the finals
+//!   published back as `lk.transcription` text streams (with the three attributes and the
+//!   speaker's identity) and legacy packets; a mute closing the open segment without invented
+//!   words, an unmute captioned on the same track; a participant leaving; a dropped socket
+//!   followed by a rejoin with a freshly minted token and `gap`s.
+//!
+//! Never verified against a real LiveKit server:
 //!
 //! * that a server accepts the join URL as built (`sdk=rust`, `protocol=18`,
 //!   `auto_subscribe=0`) from a non-libwebrtc client, and sends `join` then an `offer`;
 //! * that the server forwards audio after `UpdateSubscription` with `auto_subscribe=0`, and
 //!   that the subscriber msid stream id is `participant_sid|track_sid` (taken from the Rust
-//!   SDK's `unpack_stream_id`, not observed on the wire);
-//! * webrtcbin interoperability: its answer to the server's offer, in-band `_reliable` /
+//!   SDK's `unpack_stream_id`; the stand-in sends it that way, it was not observed from a
+//!   server);
+//! * webrtcbin interoperability with a real server: its answers to the server's offers (a
+//!   pion/libwebrtc SDP, not a webrtcbin one as in the stand-in; renegotiations that remove or
+//!   recycle m-sections when tracks go, which the stand-in never sends: there mute and leave
+//!   are participant updates only), in-band `_reliable` /
 //!   `_lossy` data channels on the publisher connection at protocol 18 on the `/rtc` path, ICE
-//!   with the server's candidates;
+//!   with the server's candidates (the join's ICE servers are not applied; only
+//!   `stun_server`), TURN;
 //! * that the server relays text streams whose `participant_identity` is the *speaker's*
 //!   identity rather than the sidecar's (a server may overwrite it with the sender's
 //!   identity; clients would then attribute captions to the sidecar, while the
@@ -107,8 +137,10 @@
 //!   streams and legacy packets as transcriptions; the attribute names and topic come from
 //!   LiveKit's SDK sources, the legacy packet's millisecond times are an assumption;
 //! * token refresh timing, the server's ping/pong cadence, and `leave` reasons in practice;
-//!   session resume (`reconnect=1`) is not implemented: every reconnect is a fresh join.
+//!   session resume (`reconnect=1`) is not implemented: every reconnect is a fresh join with a
+//!   freshly minted token (a token the server pushes is kept only as a fallback).
 
+pub mod attach;
 pub mod config;
 pub mod session;
 pub mod signal;

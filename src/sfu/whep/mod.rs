@@ -150,6 +150,7 @@ fn aggregate(all: &[EndpointState]) -> (AttachStatus, Vec<RemoteParticipant>) {
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             connections: all.iter().map(|e| e.connections).sum(),
             participants: participants.clone(),
+            captions: None,
         },
         participants,
     )
