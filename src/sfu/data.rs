@@ -50,6 +50,16 @@ impl RoomMedia {
         label: &str,
         channels: &[ChannelSpec],
     ) -> Result<(DataPeer, String, watch::Receiver<bool>), PeerError> {
+        self.data_peer_with(label, channels, &crate::sfu::media::IceServers::default())
+    }
+
+    /// [`RoomMedia::data_peer`] with ICE servers of this peer's own (e.g. the SFU's TURN).
+    pub fn data_peer_with(
+        &self,
+        label: &str,
+        channels: &[ChannelSpec],
+        ice: &crate::sfu::media::IceServers,
+    ) -> Result<(DataPeer, String, watch::Receiver<bool>), PeerError> {
         let id = self.next_peer_id();
         let webrtc = gst::ElementFactory::make("webrtcbin")
             .name(format!("data{id}"))
@@ -60,8 +70,13 @@ impl RoomMedia {
                     "webrtcbin (gstreamer1.0-plugins-bad, gstreamer1.0-nice)".into(),
                 )
             })?;
-        if let Some(stun) = &self.settings().stun_server {
+        if let Some(stun) = ice.stun.as_ref().or(self.settings().stun_server.as_ref()) {
             webrtc.set_property("stun-server", stun);
+        }
+        for turn in &ice.turn {
+            if !webrtc.emit_by_name::<bool>("add-turn-server", &[turn]) {
+                tracing::warn!(peer = label, "webrtcbin refused a TURN server");
+            }
         }
         let pipeline = self.pipeline().clone();
         pipeline

@@ -335,6 +335,22 @@ async fn handle(
             .map(|p| shared.info(p, proto::participant_info::State::Active))
             .collect(),
         server_version: "stand-in".into(),
+        // as a LiveKit server announces its STUN and TURN servers (nothing listens there: the
+        // sidecar must still connect over its host candidates)
+        ice_servers: vec![
+            proto::IceServer {
+                urls: vec![format!("stun:{}:3478", super::janus::ICE_ADDRESS)],
+                ..Default::default()
+            },
+            proto::IceServer {
+                urls: vec![format!(
+                    "turn:{}:3478?transport=udp",
+                    super::janus::ICE_ADDRESS
+                )],
+                username: "1733:sidecar".into(),
+                credential: "a+b/c=".into(),
+            },
+        ],
         subscriber_primary: true,
         ping_interval: 5,
         ping_timeout: 15,

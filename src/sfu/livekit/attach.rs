@@ -61,7 +61,7 @@ use crate::captions::CaptionEvent;
 use crate::hub::{CloseReason, Delivery, Hub, SubscriberOptions};
 use crate::protocol::ServerMessage;
 use crate::sfu::data::{ChannelSpec, DataPeer};
-use crate::sfu::media::{self, PeerError, RoomMedia, SubscriberPeer};
+use crate::sfu::media::{self, IceServers, PeerError, RoomMedia, SubscriberPeer};
 use crate::sfu::{AttachState, AttachStatus, CaptionStats, RemoteParticipant, RoomSink};
 
 /// Label of the reliable, ordered data channel (captions travel on it).
@@ -227,6 +227,8 @@ type Speakers = Arc<Mutex<HashMap<String, (String, String)>>>;
 
 /// Work for the media worker (in order).
 enum Job {
+    /// The ICE servers of the join, for the peers made from now on.
+    Ice(IceServers),
     Offer(String),
     Candidate {
         target: Target,
@@ -586,6 +588,9 @@ impl Ctx {
             Action::Send(_) => Ok(()),
             Action::Joined(info) => {
                 tracing::info!(room = %info.room_name, sid = %info.participant_sid, server = %info.server_version, "LiveKit: joined");
+                if let Err(e) = Self::job(live, Job::Ice(ice_servers(&info.ice_servers))) {
+                    tracing::warn!("the join's ICE servers are not applied: {e}");
+                }
                 self.backoff.joined();
                 self.status.state = AttachState::Connected;
                 self.status.connections += 1;
@@ -783,6 +788,49 @@ impl Ctx {
     }
 }
 
+/// The join's ICE servers as webrtcbin takes them: the first STUN URL as `stun://host:port`,
+/// every TURN URL with the server's credentials as `turn(s)://user:password@host:port[?query]`
+/// (user and password percent-encoded). URLs of other schemes, and TURN without credentials,
+/// are skipped.
+fn ice_servers(servers: &[super::session::IceServer]) -> IceServers {
+    fn enc(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    let mut out = IceServers::default();
+    for server in servers {
+        for url in &server.urls {
+            let Some((scheme, rest)) = url.split_once(':') else {
+                continue;
+            };
+            let rest = rest.trim_start_matches("//");
+            if rest.is_empty() {
+                continue;
+            }
+            match scheme.to_ascii_lowercase().as_str() {
+                "stun" if out.stun.is_none() => {
+                    // webrtcbin's STUN server has no query part
+                    let host = rest.split('?').next().unwrap_or(rest);
+                    out.stun = Some(format!("stun://{host}"));
+                }
+                s @ ("turn" | "turns") if !server.username.is_empty() => out.turn.push(format!(
+                    "{s}://{}:{}@{rest}",
+                    enc(&server.username),
+                    enc(&server.credential)
+                )),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// The media worker: runs jobs in order until the job queue closes, then drops the peers.
 fn media_worker(
     media: &RoomMedia,
@@ -793,16 +841,18 @@ fn media_worker(
 ) {
     let mut subscriber: Option<SubscriberPeer> = None;
     let mut publisher: Option<DataPeer> = None;
+    let mut ice = IceServers::default();
     let reply = |r: Reply| {
         let _ = replies.blocking_send(r);
     };
     for job in jobs {
         let result: Result<(), PeerError> = (|| {
             match job {
+                Job::Ice(servers) => ice = servers,
                 Job::Offer(sdp) => match &subscriber {
                     Some(peer) => reply(Reply::Answer(peer.renegotiate(&sdp)?)),
                     None => {
-                        let (peer, answer) = media.subscribe("livekit-subscriber", &sdp)?;
+                        let (peer, answer) = media.answer("livekit-subscriber", &sdp, &ice)?;
                         let replies = replies.clone();
                         peer.forward(move |track| {
                             let _ = replies.blocking_send(Reply::Flowing(track));
@@ -840,7 +890,8 @@ fn media_worker(
                             max_retransmits: Some(0),
                         },
                     ];
-                    let (peer, offer, open) = media.data_peer("livekit-publisher", &channels)?;
+                    let (peer, offer, open) =
+                        media.data_peer_with("livekit-publisher", &channels, &ice)?;
                     publisher = Some(peer);
                     reply(Reply::PublisherOffer(offer, open));
                 }
@@ -940,6 +991,44 @@ fn unix_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_ice_servers_become_webrtcbin_urls() {
+        use super::super::session::IceServer;
+        let ice = ice_servers(&[
+            IceServer {
+                urls: vec![
+                    "stun:stun.lk.example.org:3478".into(),
+                    "stun:second.example.org:3478".into(),
+                ],
+                username: String::new(),
+                credential: String::new(),
+            },
+            IceServer {
+                urls: vec![
+                    "turn:turn.lk.example.org:3478?transport=udp".into(),
+                    "turns:turn.lk.example.org:443?transport=tcp".into(),
+                    "https://not-ice.example.org".into(),
+                ],
+                username: "1733:sidecar".into(),
+                credential: "a+b/c=".into(),
+            },
+            IceServer {
+                urls: vec!["turn:anonymous.example.org:3478".into()],
+                username: String::new(),
+                credential: String::new(),
+            },
+        ]);
+        assert_eq!(ice.stun.as_deref(), Some("stun://stun.lk.example.org:3478"));
+        assert_eq!(
+            ice.turn,
+            [
+                "turn://1733%3Asidecar:a%2Bb%2Fc%3D@turn.lk.example.org:3478?transport=udp",
+                "turns://1733%3Asidecar:a%2Bb%2Fc%3D@turn.lk.example.org:443?transport=tcp",
+            ]
+        );
+        assert_eq!(ice_servers(&[]), IceServers::default());
+    }
     use crate::captions::EventKind;
 
     fn caption(track: &str, segment: &str, kind: EventKind, text: &str) -> PendingCaption {

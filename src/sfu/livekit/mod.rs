@@ -127,8 +127,9 @@
 //!   recycle m-sections when tracks go, which the stand-in never sends: there mute and leave
 //!   are participant updates only), in-band `_reliable` /
 //!   `_lossy` data channels on the publisher connection at protocol 18 on the `/rtc` path, ICE
-//!   with the server's candidates (the join's ICE servers are not applied; only
-//!   `stun_server`), TURN;
+//!   with the server's candidates, and through its TURN servers (the join's STUN and TURN
+//!   servers are given to both peers, `turn(s)://user:password@host:port`; the stand-in
+//!   announces unreachable ones, so only their harmlessness is tested);
 //! * that the server relays text streams whose `participant_identity` is the *speaker's*
 //!   identity rather than the sidecar's (a server may overwrite it with the sender's
 //!   identity; clients would then attribute captions to the sidecar, while the
