@@ -28,14 +28,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
-use soustitre::auth::{Audience, Claims, mint_hs256};
 use soustitre::captions::CaptionEvent;
 use soustitre::config::{CliOverrides, Env, ServiceConfig};
 use soustitre::server::Service;
 use soustitre::sfu::janus::publish::{FilePublisher, PublishSettings, PublishState};
 use soustitre::sfu::media::MediaSettings;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 use common::janus::{ICE_ADDRESS, JanusServer, ROOM, url};
 
@@ -244,7 +241,7 @@ fn run(args: &Args) {
         };
         let config = ServiceConfig::from_toml(&text, None, &Env::new(), &cli).unwrap();
         let svc = Service::start(config, None, false).await.unwrap();
-        let mut rx = subscribe(svc.public_addr).await;
+        let mut rx = common::ws::subscribe_timed(svc.public_addr, "bench", SECRET, ORIGIN).await;
 
         let origin_unix = unix_now() + CONNECT_LEAD.as_secs_f64();
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -414,35 +411,4 @@ fn print_report(r: &serde_json::Value) {
             );
         }
     }
-}
-
-/// Subscribes to the bench room's captions; every message with its arrival time (unix s).
-async fn subscribe(
-    addr: std::net::SocketAddr,
-) -> tokio::sync::mpsc::UnboundedReceiver<(f64, serde_json::Value)> {
-    let mut claims = Claims::expiring_in("bench", 3600);
-    claims.aud = Some(Audience::One("soustitre".into()));
-    let token = mint_hs256(SECRET.as_bytes(), &claims).unwrap();
-    let mut req = format!("ws://{addr}/rooms/bench/ws")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("soustitre.v1, bearer.{token}").parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Text(t) = m
-                && tx
-                    .send((unix_now(), serde_json::from_str(t.as_str()).unwrap()))
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
 }

@@ -15,6 +15,7 @@ use soustitre::sfu::{AttachState, AttachStatus, RemoteParticipant, RoomSink};
 use tokio::sync::watch;
 
 use common::janus::{ICE_ADDRESS, JanusServer, ROOM, in_netns, url};
+use common::ws;
 
 /// Time given to publishers and soustitre to connect before the meeting clock starts.
 const CONNECT_LEAD: Duration = Duration::from_secs(22);
@@ -173,12 +174,9 @@ mod meeting {
     //! WebSocket subscriber checking what each participant said.
 
     use super::*;
-    use futures_util::StreamExt;
-    use soustitre::auth::{Audience, Claims, mint_hs256};
     use soustitre::captions::CaptionEvent;
     use soustitre::config::{CliOverrides, Env, ServiceConfig};
     use soustitre::server::Service;
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-janus-e2e";
     const ORIGIN: &str = "https://visio.example";
@@ -199,59 +197,6 @@ mod meeting {
             data_dir: Some(data.to_path_buf()),
         };
         ServiceConfig::from_toml(&text, None, &Env::new(), &cli).unwrap()
-    }
-
-    /// Subscribes to the room's captions; every message goes to the returned channel.
-    async fn subscribe(
-        addr: std::net::SocketAddr,
-    ) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
-        let mut claims = Claims::expiring_in("visio", 600);
-        claims.aud = Some(Audience::One("soustitre".into()));
-        let token = mint_hs256(SECRET.as_bytes(), &claims).unwrap();
-        let mut req = format!("ws://{addr}/rooms/visio/ws")
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
-        req.headers_mut().insert(
-            "sec-websocket-protocol",
-            format!("soustitre.v1, bearer.{token}").parse().unwrap(),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(Ok(m)) = ws.next().await {
-                if let Message::Text(t) = m
-                    && tx.send(serde_json::from_str(t.as_str()).unwrap()).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        rx
-    }
-
-    /// Receives messages until `done` says so about the ones so far.
-    async fn until(
-        rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-        seen: &mut Vec<serde_json::Value>,
-        timeout: Duration,
-        done: impl Fn(&[serde_json::Value]) -> bool,
-    ) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !done(seen) {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(m)) => seen.push(m),
-                _ => return false,
-            }
-        }
-        true
-    }
-
-    fn finals(seen: &[serde_json::Value]) -> Vec<CaptionEvent> {
-        seen.iter()
-            .filter(|m| m["type"] == "caption" && m["event"]["type"] == "final")
-            .map(|m| serde_json::from_value(m["event"].clone()).unwrap())
-            .collect()
     }
 
     #[test]
@@ -277,7 +222,7 @@ mod meeting {
             let svc = Service::start(service_config(data.path()), None, false)
                 .await
                 .unwrap();
-            let mut rx = subscribe(svc.public_addr).await;
+            let mut rx = ws::subscribe(svc.public_addr, "visio", SECRET, ORIGIN).await;
             let mut seen = Vec::new();
 
             // the meeting: three participants publishing their microphone in real time
@@ -318,7 +263,7 @@ mod meeting {
                     .fold(0.0, f64::max)
             };
             let all_done = |seen: &[serde_json::Value]| {
-                let f = finals(seen);
+                let f = ws::finals(seen);
                 PEOPLE.iter().all(|(id, _, file)| {
                     f.iter().any(|e| {
                         e.track == format!("janus-{id}")
@@ -327,14 +272,14 @@ mod meeting {
                 })
             };
             assert!(
-                until(&mut rx, &mut seen, Duration::from_secs(20), all_done).await,
+                ws::until(&mut rx, &mut seen, Duration::from_secs(20), all_done).await,
                 "last finals: {:?}",
-                finals(&seen)
+                ws::finals(&seen)
                     .iter()
                     .map(|e| (&e.track, e.end, &e.text))
                     .collect::<Vec<_>>()
             );
-            let before = finals(&seen);
+            let before = ws::finals(&seen);
             for (id, name, file) in PEOPLE {
                 let mine: Vec<CaptionEvent> = before
                     .iter()
@@ -378,7 +323,7 @@ mod meeting {
                     >= 3
             };
             assert!(
-                until(&mut rx, &mut seen, Duration::from_secs(30), gaps).await,
+                ws::until(&mut rx, &mut seen, Duration::from_secs(30), gaps).await,
                 "outage gaps"
             );
             let origin = Instant::now() + CONNECT_LEAD;
@@ -388,12 +333,12 @@ mod meeting {
                 .unwrap();
             let n = before.len();
             let again = |seen: &[serde_json::Value]| {
-                finals(seen)[n..]
+                ws::finals(seen)[n..]
                     .iter()
                     .any(|e| e.track == "janus-1" && e.text.to_lowercase().contains("budget"))
             };
             assert!(
-                until(
+                ws::until(
                     &mut rx,
                     &mut seen,
                     CONNECT_LEAD + Duration::from_secs(30),
@@ -401,13 +346,13 @@ mod meeting {
                 )
                 .await,
                 "Alice's first sentence after the restart: {:?}",
-                finals(&seen)[n..]
+                ws::finals(&seen)[n..]
                     .iter()
                     .map(|e| &e.text)
                     .collect::<Vec<_>>()
             );
             // nothing from before the outage was lost or changed
-            assert_eq!(finals(&seen)[..n], before[..]);
+            assert_eq!(ws::finals(&seen)[..n], before[..]);
             alice.stop().await;
             drop(publishers);
             svc.shutdown().await;

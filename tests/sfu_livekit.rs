@@ -21,18 +21,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use soustitre::auth::{Audience, Claims, mint_hs256};
 use soustitre::config::{CliOverrides, Env, ServiceConfig};
 use soustitre::server::Service;
 use soustitre::sfu::livekit::transcription::{
     ATTR_SEGMENT_ID, ATTR_TRANSCRIBED_TRACK_ID, ATTR_TRANSCRIPTION_FINAL, TRANSCRIPTION_TOPIC,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 use common::janus::{ICE_ADDRESS, in_netns};
 use common::livekit::{Control, Person, Report, StandIn, StandInSettings, Streams, TextStream};
+use common::ws;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-livekit-e2e";
 const ORIGIN: &str = "https://visio.example";
@@ -69,33 +67,6 @@ fn service_config(data: &std::path::Path, url: &str) -> ServiceConfig {
         API_SECRET.to_string(),
     )]);
     ServiceConfig::from_toml(&text, None, &env, &cli).unwrap()
-}
-
-/// Subscribes to the room's captions over the service's WebSocket.
-async fn subscribe(addr: std::net::SocketAddr) -> UnboundedReceiver<serde_json::Value> {
-    let mut claims = Claims::expiring_in("visio", 600);
-    claims.aud = Some(Audience::One("soustitre".into()));
-    let token = mint_hs256(SECRET.as_bytes(), &claims).unwrap();
-    let mut req = format!("ws://{addr}/rooms/visio/ws")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("soustitre.v1, bearer.{token}").parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Text(t) = m
-                && tx.send(serde_json::from_str(t.as_str()).unwrap()).is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 /// Everything the test has seen so far.
@@ -201,7 +172,7 @@ fn a_livekit_meeting_is_captioned_back_into_the_room_per_participant() {
         let svc = Service::start(service_config(data.path(), &standin.url()), None, false)
             .await
             .unwrap();
-        let mut room = subscribe(svc.public_addr).await;
+        let mut room = ws::subscribe(svc.public_addr, "visio", SECRET, ORIGIN).await;
         let mut seen = Seen::default();
 
         // join with a valid narrow token, subscription to the three audio tracks

@@ -17,17 +17,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
-use soustitre::auth::{Audience, Claims, mint_hs256};
 use soustitre::captions::CaptionEvent;
 use soustitre::config::{CliOverrides, Env, ServiceConfig};
 use soustitre::server::Service;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
 use common::janus::{ICE_ADDRESS, JanusServer, PORT, RTP_PORT, in_netns};
+use common::ws;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-whep-e2e";
 const ORIGIN: &str = "https://stage.example";
@@ -281,59 +279,6 @@ fn service_config(data: &Path) -> ServiceConfig {
     ServiceConfig::from_toml(&text, None, &Env::new(), &cli).unwrap()
 }
 
-/// Subscribes to the room's captions; every message goes to the returned channel.
-async fn subscribe(
-    addr: std::net::SocketAddr,
-) -> tokio::sync::mpsc::UnboundedReceiver<serde_json::Value> {
-    let mut claims = Claims::expiring_in("stage", 900);
-    claims.aud = Some(Audience::One("soustitre".into()));
-    let token = mint_hs256(SECRET.as_bytes(), &claims).unwrap();
-    let mut req = format!("ws://{addr}/rooms/stage/ws")
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("origin", ORIGIN.parse().unwrap());
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("soustitre.v1, bearer.{token}").parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = ws.next().await {
-            if let Message::Text(t) = m
-                && tx.send(serde_json::from_str(t.as_str()).unwrap()).is_err()
-            {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Receives messages until `done` says so about the ones so far.
-async fn until(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-    seen: &mut Vec<serde_json::Value>,
-    timeout: Duration,
-    done: impl Fn(&[serde_json::Value]) -> bool,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !done(seen) {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(m)) => seen.push(m),
-            _ => return false,
-        }
-    }
-    true
-}
-
-fn finals(seen: &[serde_json::Value]) -> Vec<CaptionEvent> {
-    seen.iter()
-        .filter(|m| m["type"] == "caption" && m["event"]["type"] == "final")
-        .map(|m| serde_json::from_value(m["event"].clone()).unwrap())
-        .collect()
-}
-
 fn texts(f: &[CaptionEvent]) -> Vec<(f64, f64, String)> {
     f.iter().map(|e| (e.start, e.end, e.text.clone())).collect()
 }
@@ -400,7 +345,7 @@ fn a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart() {
             .unwrap();
         let after_start = Instant::now();
         let admin_base = format!("http://{}", svc.admin_addr);
-        let mut rx = subscribe(svc.public_addr).await;
+        let mut rx = ws::subscribe(svc.public_addr, "stage", SECRET, ORIGIN).await;
         let mut seen = Vec::new();
 
         // the session comes up (POST, 406 + server offer, PATCH answer, ICE, DTLS) while the
@@ -436,16 +381,16 @@ fn a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart() {
         let offset_min = started.saturating_duration_since(after_start).as_secs_f64();
         let end = last_end(&stm);
         let heard_all = |seen: &[serde_json::Value]| {
-            finals(seen)
+            ws::finals(seen)
                 .iter()
                 .any(|e| e.track == TRACK && e.end > offset_min + end - 2.0)
         };
         assert!(
-            until(&mut rx, &mut seen, Duration::from_secs(90), heard_all).await,
+            ws::until(&mut rx, &mut seen, Duration::from_secs(90), heard_all).await,
             "finals so far: {:?}",
-            texts(&finals(&seen))
+            texts(&ws::finals(&seen))
         );
-        let before = finals(&seen);
+        let before = ws::finals(&seen);
         let mine: Vec<CaptionEvent> = before
             .iter()
             .filter(|e| e.track == TRACK)
@@ -551,16 +496,16 @@ fn a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart() {
         let n = before.len();
         let _ = tokio::task::block_in_place(|| sender.play(&wav));
         let again = |seen: &[serde_json::Value]| {
-            finals(seen)[n..]
+            ws::finals(seen)[n..]
                 .iter()
                 .any(|e| e.text.to_lowercase().contains("budget"))
         };
         assert!(
-            until(&mut rx, &mut seen, Duration::from_secs(30), again).await,
+            ws::until(&mut rx, &mut seen, Duration::from_secs(30), again).await,
             "first sentence of the second playing: {:?}",
-            texts(&finals(&seen)[n..])
+            texts(&ws::finals(&seen)[n..])
         );
-        let kept = finals(&seen);
+        let kept = ws::finals(&seen);
         whep.kill();
         whep = WhepServer::start();
         let gap = |seen: &[serde_json::Value]| {
@@ -569,14 +514,14 @@ fn a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart() {
             })
         };
         assert!(
-            until(&mut rx, &mut seen, Duration::from_secs(60), gap).await,
+            ws::until(&mut rx, &mut seen, Duration::from_secs(60), gap).await,
             "outage gap; WHEP server log:\n{}",
             whep.log()
         );
         let g = seen.iter().find(|m| m["type"] == "gap").unwrap().clone();
         println!("gap: {g}");
         let resumed = |seen: &[serde_json::Value]| {
-            let f = finals(seen);
+            let f = ws::finals(seen);
             f[kept.len()..].iter().any(|e| {
                 let t = e.text.to_lowercase();
                 e.start >= g["from_s"].as_f64().unwrap()
@@ -584,12 +529,12 @@ fn a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart() {
             })
         };
         assert!(
-            until(&mut rx, &mut seen, Duration::from_secs(60), resumed).await,
+            ws::until(&mut rx, &mut seen, Duration::from_secs(60), resumed).await,
             "speech after the restart: {:?}",
-            texts(&finals(&seen)[kept.len()..])
+            texts(&ws::finals(&seen)[kept.len()..])
         );
         // nothing from before the outage was lost or changed
-        assert_eq!(finals(&seen)[..kept.len()], kept[..]);
+        assert_eq!(ws::finals(&seen)[..kept.len()], kept[..]);
         let (_, info) = admin("GET", format!("{admin_base}/rooms/stage"), None).await;
         assert!(info["sfu"]["connections"].as_u64() >= Some(2), "{info}");
 
