@@ -298,6 +298,45 @@ pub struct JanusFile {
 /// Longest jitter buffer latency accepted for SFU tracks, ms.
 pub const MAX_SFU_JITTER_MS: u32 = 2000;
 
+/// The media settings of an SFU attachment table (`[rooms.janus]`, `[rooms.whep]`,
+/// `[rooms.livekit]`): jitter buffer at most [`MAX_SFU_JITTER_MS`], IP addresses for ICE, a
+/// `stun://host:port` STUN server; errors name `at.<field>`.
+pub fn resolve_media(
+    at: &str,
+    jitter_ms: Option<u32>,
+    ice_addresses: &[String],
+    stun_server: Option<&String>,
+) -> Result<crate::sfu::media::MediaSettings, ConfigError> {
+    let jitter_ms = jitter_ms.unwrap_or(crate::sfu::media::DEFAULT_JITTER_MS);
+    if jitter_ms > MAX_SFU_JITTER_MS {
+        return Err(ConfigError::invalid(
+            format!("{at}.jitter_ms"),
+            format!("must be at most {MAX_SFU_JITTER_MS}"),
+        ));
+    }
+    for (i, a) in ice_addresses.iter().enumerate() {
+        if a.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                format!("{at}.ice_addresses[{i}]"),
+                format!("{a:?} is not an IP address"),
+            ));
+        }
+    }
+    if let Some(stun) = stun_server
+        && !(stun.starts_with("stun://") && stun.len() > "stun://".len())
+    {
+        return Err(ConfigError::invalid(
+            format!("{at}.stun_server"),
+            format!("{stun:?} is not a stun://host:port URL"),
+        ));
+    }
+    Ok(crate::sfu::media::MediaSettings {
+        jitter_ms,
+        ice_addresses: ice_addresses.to_vec(),
+        stun_server: stun_server.cloned(),
+    })
+}
+
 impl JanusFile {
     /// Checks the table and turns it into attachment settings; errors name `at.<field>`.
     pub fn resolve(&self, at: &str) -> Result<crate::sfu::janus::JanusSettings, ConfigError> {
@@ -318,23 +357,12 @@ impl JanusFile {
                 ));
             }
         };
-        let jitter_ms = self
-            .jitter_ms
-            .unwrap_or(crate::sfu::media::DEFAULT_JITTER_MS);
-        if jitter_ms > MAX_SFU_JITTER_MS {
-            return Err(ConfigError::invalid(
-                format!("{at}.jitter_ms"),
-                format!("must be at most {MAX_SFU_JITTER_MS}"),
-            ));
-        }
-        for (i, a) in self.ice_addresses.iter().enumerate() {
-            if a.parse::<std::net::IpAddr>().is_err() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.ice_addresses[{i}]"),
-                    format!("{a:?} is not an IP address"),
-                ));
-            }
-        }
+        let media = resolve_media(
+            at,
+            self.jitter_ms,
+            &self.ice_addresses,
+            self.stun_server.as_ref(),
+        )?;
         Ok(crate::sfu::janus::JanusSettings {
             url: url.to_owned(),
             room,
@@ -343,11 +371,7 @@ impl JanusFile {
                 .display
                 .clone()
                 .unwrap_or_else(|| crate::sfu::janus::DEFAULT_DISPLAY.to_owned()),
-            media: crate::sfu::media::MediaSettings {
-                jitter_ms,
-                ice_addresses: self.ice_addresses.clone(),
-                stun_server: self.stun_server.clone(),
-            },
+            media,
         })
     }
 }
@@ -524,31 +548,12 @@ impl WhepFile {
                 },
             });
         }
-        let jitter_ms = self
-            .jitter_ms
-            .unwrap_or(crate::sfu::media::DEFAULT_JITTER_MS);
-        if jitter_ms > MAX_SFU_JITTER_MS {
-            return Err(ConfigError::invalid(
-                format!("{at}.jitter_ms"),
-                format!("must be at most {MAX_SFU_JITTER_MS}"),
-            ));
-        }
-        for (i, a) in self.ice_addresses.iter().enumerate() {
-            if a.parse::<std::net::IpAddr>().is_err() {
-                return Err(ConfigError::invalid(
-                    format!("{at}.ice_addresses[{i}]"),
-                    format!("{a:?} is not an IP address"),
-                ));
-            }
-        }
-        if let Some(stun) = &self.stun_server
-            && !stun.starts_with("stun://")
-        {
-            return Err(ConfigError::invalid(
-                format!("{at}.stun_server"),
-                "must be a stun://host:port URL",
-            ));
-        }
+        let media = resolve_media(
+            at,
+            self.jitter_ms,
+            &self.ice_addresses,
+            self.stun_server.as_ref(),
+        )?;
         let timeout = |field: &str, v: Option<f64>, default: std::time::Duration| match v {
             None => Ok(default),
             Some(s) if s > 0.0 && s <= MAX_WHEP_TIMEOUT_S => {
@@ -561,11 +566,7 @@ impl WhepFile {
         };
         Ok(whep::WhepSettings {
             endpoints,
-            media: crate::sfu::media::MediaSettings {
-                jitter_ms,
-                ice_addresses: self.ice_addresses.clone(),
-                stun_server: self.stun_server.clone(),
-            },
+            media,
             connect_timeout: timeout(
                 "connect_timeout_s",
                 self.connect_timeout_s,

@@ -36,8 +36,8 @@ use super::token::{
 };
 use super::transcription::PublishSettings;
 use crate::auth::Secret;
-use crate::config::{ConfigError, Env, MAX_SFU_JITTER_MS};
-use crate::sfu::media::{DEFAULT_JITTER_MS, MediaSettings};
+use crate::config::{ConfigError, Env};
+use crate::sfu::media::MediaSettings;
 
 /// Prefix every environment reference must have.
 pub const ENV_PREFIX: &str = "SOUSTITRE_";
@@ -200,35 +200,14 @@ impl LiveKitConfig {
                 "at least one of text_streams / legacy_transcription must be on".into(),
             ));
         }
-        let jitter_ms = self.jitter_ms.unwrap_or(DEFAULT_JITTER_MS);
-        if jitter_ms > MAX_SFU_JITTER_MS {
-            return Err(invalid(
-                "jitter_ms",
-                format!("must be at most {MAX_SFU_JITTER_MS}"),
-            ));
-        }
-        for (i, a) in self.ice_addresses.iter().enumerate() {
-            if a.parse::<std::net::IpAddr>().is_err() {
-                return Err(invalid(
-                    &format!("ice_addresses[{i}]"),
-                    format!("{a:?} is not an IP address"),
-                ));
-            }
-        }
-        if let Some(stun) = &self.stun_server
-            && !(stun.starts_with("stun://") && stun.len() > "stun://".len())
-        {
-            return Err(invalid(
-                "stun_server",
-                format!("{stun:?} is not a stun://host:port URL"),
-            ));
-        }
+        let media = crate::config::resolve_media(
+            path,
+            self.jitter_ms,
+            &self.ice_addresses,
+            self.stun_server.as_ref(),
+        )?;
         Ok(LiveKitSettings {
-            media: MediaSettings {
-                jitter_ms,
-                ice_addresses: self.ice_addresses.clone(),
-                stun_server: self.stun_server.clone(),
-            },
+            media,
             url: self.url.clone(),
             minter,
             url_options: UrlOptions::default(),
