@@ -1,7 +1,8 @@
 //! Decodes one 16 kHz mono 16-bit WAV file (at most 30 s) in a single Whisper window, without
 //! the streaming policy, and prints the text, timestamps and guards.
 //!
-//! `cargo run --release --example decode_window -- FILE.wav [en|fr|auto] [--timestamps]`
+//! `cargo run --release --example decode_window -- FILE.wav [en|fr|auto] [--timestamps]
+//! [--context "PREVIOUS TEXT"]`
 
 use std::path::Path;
 
@@ -44,9 +45,14 @@ fn main() -> anyhow::Result<()> {
     let engine = Engine::prepare_default(&model)?;
     let mut whisper = engine.whisper()?;
     let audio = read_wav(Path::new(file))?;
+    let context = match args.iter().position(|a| a == "--context") {
+        Some(i) => whisper.encode_text(&format!(" {}", args.get(i + 1).map_or("", |s| s)))?,
+        None => Vec::new(),
+    };
     let opts = DecodeOptions {
         language,
         timestamps: args.iter().any(|a| a == "--timestamps"),
+        context,
         ..Default::default()
     };
     let t = std::time::Instant::now();

@@ -206,3 +206,77 @@ fn meetings_lose_no_stretch_of_speech() {
         );
     }
 }
+
+#[test]
+fn previous_text_does_not_leak_into_noise() {
+    // two sentences, then silence, noise and a tone: the finals' text given as context to the
+    // next decodes must not make the recognizer continue the conversation on non-speech
+    let mut audio = read_wav(&corpus("utterances/synth/en_01.wav"));
+    audio.extend(read_wav(&corpus("utterances/synth/en_02.wav")));
+    let speech_s = audio.len() as f64 / 16_000.0;
+    for f in [
+        "nonspeech/silence_10s.wav",
+        "nonspeech/white_noise_m50dBFS_10s.wav",
+        "nonspeech/tone440_noise_10s.wav",
+    ] {
+        audio.extend(read_wav(&corpus(f)));
+    }
+    for lang in ["en", "auto"] {
+        let s = settings(lang);
+        assert!(s.condition_on_previous_text, "on by default");
+        let mut c = engine("whisper-base")
+            .captioner(s, "mix", Box::new(|| 0.0))
+            .unwrap();
+        let mut events = Vec::new();
+        for chunk in audio.chunks(4_000) {
+            c.push(chunk, false, &mut events).unwrap();
+        }
+        c.finish(&mut events).unwrap();
+        let fin = finals(&events);
+        let late: Vec<&str> = fin
+            .iter()
+            .flat_map(|e| e.words.iter())
+            .filter(|w| w.start > speech_s + 0.5)
+            .map(|w| w.w.as_str())
+            .collect();
+        assert!(late.is_empty(), "{lang}: words on non-speech: {late:?}");
+        let text: Vec<&str> = fin.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            fin.len() >= 2 && text.join(" ").contains("passwords"),
+            "{lang}: both sentences captioned: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn finals_end_where_the_speech_ends() {
+    // a final's end is its last word's end: it must be the end of a reference turn, whoever
+    // spoke, even when the decoder rounds its last timestamp (the English meeting has a final
+    // whose last timestamp falls 1.2 s before its speech ends)
+    let stm = corpus("meetings/en_3spk/meeting.stm");
+    let turn_ends: Vec<f64> = std::fs::read_to_string(&stm)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with(";;") && !l.trim().is_empty())
+        .map(|l| l.split_whitespace().nth(4).unwrap().parse().unwrap())
+        .collect();
+    let events = caption_file(
+        "whisper-base",
+        &corpus("meetings/en_3spk/meeting.wav"),
+        &settings("en"),
+    );
+    let fin = finals(&events);
+    assert!(fin.len() >= 6, "{} finals", fin.len());
+    for e in fin {
+        let nearest = turn_ends
+            .iter()
+            .map(|t| (e.end - t).abs())
+            .fold(f64::MAX, f64::min);
+        assert!(
+            nearest <= 0.25,
+            "final ending at {:.3} is {nearest:.3} s from any turn end: {:?}",
+            e.end,
+            e.text
+        );
+    }
+}

@@ -15,6 +15,8 @@ pub struct SpecialTokens {
     pub transcribe: u32,
     pub translate: u32,
     pub no_speech: u32,
+    /// Starts the preceding-text context, before `sot`.
+    pub startofprev: u32,
     pub notimestamps: u32,
     pub timestamp_begin: u32,
 }

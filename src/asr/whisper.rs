@@ -30,7 +30,10 @@ const MAX_INITIAL_TIMESTAMP_STEPS: u32 = 50;
 const TOKENS_PER_SECOND: f32 = 8.0;
 const TOKENS_BASE: usize = 10;
 /// Longest repeated token run (k-gram) checked by the loop guard.
-const MAX_LOOP_K: usize = 30;
+const MAX_LOOP_K: usize = 64;
+/// Most tokens of preceding text given as context (Whisper allows up to half its text context,
+/// 223; a sentence or two is what helps, and every token lengthens each decoder step).
+pub const MAX_CONTEXT_TOKENS: usize = 96;
 
 /// How the decoder chooses the language.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +57,13 @@ pub struct DecodeOptions {
     pub timestamps: bool,
     /// Tokens forced after the prompt (an already agreed prefix); decoding continues after them.
     pub prefix: Vec<u32>,
+    /// Text tokens of the speech just before this audio, given after `<|startofprev|>` as
+    /// Whisper's conditioning on previous text (spelling, names and language stay consistent
+    /// across segments). Only the last [`MAX_CONTEXT_TOKENS`] are used. Empty: none.
+    pub context: Vec<u32>,
+    /// Language of `context`: with a multilingual model the context is only given when the
+    /// window is decoded in this language (`None`: always).
+    pub context_language: Option<String>,
     /// Compression ratio above which the text is treated as a hallucination.
     pub compression_ratio_threshold: f32,
     /// No-speech probability above which (with a low average log-probability) the window is
@@ -74,6 +84,8 @@ impl Default for DecodeOptions {
             language: Language::Fixed("en".into()),
             timestamps: false,
             prefix: Vec::new(),
+            context: Vec::new(),
+            context_language: None,
             compression_ratio_threshold: 2.4,
             no_speech_threshold: 0.6,
             logprob_threshold: -1.0,
@@ -236,7 +248,18 @@ impl Whisper {
                 }
             }
         };
-        let mut prompt = vec![st.sot];
+        let mut prompt = Vec::new();
+        let context = &opts.context[opts.context.len().saturating_sub(MAX_CONTEXT_TOKENS)..];
+        let same_language = !self.config.multilingual
+            || opts.context_language.is_none()
+            || opts.context_language == language;
+        if !context.is_empty() && same_language {
+            prompt.push(st.startofprev);
+            prompt.extend(context.iter().copied().filter(|t| *t < st.eot));
+        }
+        // the row whose prediction holds the no-speech probability
+        let sot_row = prompt.len();
+        prompt.push(st.sot);
         if let Some(code) = &language {
             let tok = self
                 .config
@@ -284,7 +307,7 @@ impl Whisper {
                 &self_v,
                 &cross_k,
                 &cross_v,
-                first_step,
+                first_step.then_some(sot_row),
             )?;
             self_k = new_k;
             self_v = new_v;
@@ -308,7 +331,9 @@ impl Whisper {
             sum_logprob += logprob as f64;
             sampled += 1;
             generated.push(tok);
-            if let Some(cut) = repetition_cut(&generated[opts.prefix.len()..]) {
+            let cut = repetition_cut(&generated[opts.prefix.len()..])
+                .or_else(|| text_loop_cut(&generated[opts.prefix.len()..], st.eot));
+            if let Some(cut) = cut {
                 generated.truncate(opts.prefix.len() + cut);
                 guards.push(Guard::RepetitionLoop);
                 break;
@@ -377,7 +402,7 @@ impl Whisper {
     }
 
     /// Runs one decoder step; leaves the last logits row in `self.logits` (and the first row in
-    /// `self.first_row` when `keep_first`).
+    /// `self.first_row` when `keep_row` is set: the logits predicted at that position).
     fn decoder_step(
         &mut self,
         tokens: &[i64],
@@ -385,7 +410,7 @@ impl Whisper {
         self_v: &DynValue,
         cross_k: &DynValue,
         cross_v: &DynValue,
-        keep_first: bool,
+        keep_row: Option<usize>,
     ) -> Result<(DynValue, DynValue), AsrError> {
         let toks = TensorRef::from_array_view(([1usize, tokens.len()], tokens))
             .map_err(onnx::run_err(DEC))?;
@@ -413,9 +438,9 @@ impl Whisper {
             }
             let n = tokens.len();
             self.logits.copy_from_slice(&data[(n - 1) * v..n * v]);
-            if keep_first {
+            if let Some(r) = keep_row.filter(|r| *r < n) {
                 self.first_row.clear();
-                self.first_row.extend_from_slice(&data[..v]);
+                self.first_row.extend_from_slice(&data[r * v..(r + 1) * v]);
             }
         }
         let k = out.remove("new_self_k").ok_or(OnnxError::Output {
@@ -443,7 +468,7 @@ impl Whisper {
             .map_err(onnx::run_err(DEC))?
             .into_dyn();
         let sot = [self.config.special_tokens.sot as i64];
-        self.decoder_step(&sot, &empty_k, &empty_v, cross_k, cross_v, false)?;
+        self.decoder_step(&sot, &empty_k, &empty_v, cross_k, cross_v, None)?;
         let ids: Vec<(&String, &u32)> = self.config.lang_ids.iter().collect();
         let max = ids
             .iter()
@@ -552,6 +577,14 @@ fn apply_timestamp_rules(
     let n = sampled.len();
     let last_ts = n >= 1 && is_ts(sampled[n - 1]);
     let penult_ts = n < 2 || is_ts(sampled[n - 2]);
+    if last_ts && !penult_ts && sampled[n - 1] - tsb >= max_ts_steps {
+        // a piece just closed at the end of the audio: nothing is left to transcribe (on a
+        // truncated window the decoder would otherwise start the text over)
+        let e = logits[eot as usize];
+        logits.fill(ninf);
+        logits[eot as usize] = if e.is_finite() { e } else { 0.0 };
+        return;
+    }
     if last_ts {
         if penult_ts {
             logits[tsb_u..].fill(ninf);
@@ -634,6 +667,26 @@ pub fn repetition_cut(seq: &[u32]) -> Option<usize> {
     None
 }
 
+/// [`repetition_cut`] on the text tokens only (those below `eot`): with timestamps, a repeated
+/// sentence differs from its first copy only by its timestamp tokens. Returns the length of
+/// `seq` to keep: the first copy and the timestamp that closes it.
+pub fn text_loop_cut(seq: &[u32], eot: u32) -> Option<usize> {
+    if seq.last().is_none_or(|t| *t >= eot) {
+        return None;
+    }
+    let positions: Vec<usize> = (0..seq.len()).filter(|i| seq[*i] < eot).collect();
+    let text: Vec<u32> = positions.iter().map(|i| seq[*i]).collect();
+    let keep = repetition_cut(&text)?;
+    if keep == 0 {
+        return Some(0);
+    }
+    let mut end = positions[keep - 1] + 1;
+    if seq.get(end).is_some_and(|t| *t > eot) {
+        end += 1;
+    }
+    Some(end)
+}
+
 /// If the last `n` tokens of `seq` already occur earlier in it, the length to keep (without
 /// them).
 pub fn repeated_ngram_cut(seq: &[u32], n: usize) -> Option<usize> {
@@ -676,6 +729,26 @@ mod tests {
         assert_eq!(repetition_cut(&[7, 7, 7, 7]), Some(1));
         assert_eq!(repetition_cut(&[5, 6, 5, 6]), None);
         assert_eq!(repetition_cut(&[5, 6, 5, 6, 5, 6]), Some(2));
+    }
+
+    #[test]
+    fn sentence_loops_are_cut_across_timestamps() {
+        // text < 10 = eot; timestamps from 13: "<0> a b c d <5><5> a b c d" loops
+        let seq = [13, 1, 2, 3, 4, 18, 18, 1, 2, 3, 4];
+        assert_eq!(repetition_cut(&seq), None, "the timestamps hide the loop");
+        assert_eq!(
+            text_loop_cut(&seq, 10),
+            Some(6),
+            "first copy and its closing timestamp"
+        );
+        // a sentence that only shares words with the previous one is no loop
+        assert_eq!(
+            text_loop_cut(&[13, 1, 2, 3, 4, 18, 18, 1, 2, 3, 5], 10),
+            None
+        );
+        // checked when a text token arrives, not on timestamps
+        assert_eq!(text_loop_cut(&[13, 1, 2, 3, 1, 2, 3, 20], 10), None);
+        assert_eq!(text_loop_cut(&[13, 1, 2, 3, 1, 2, 3], 10), Some(4));
     }
 
     #[test]
@@ -729,6 +802,14 @@ mod tests {
         assert!(
             l[13..].iter().all(|x| x.is_infinite()),
             "after a pair comes text"
+        );
+        let mut l = vec![0.0f32; 40];
+        apply_timestamp_rules(&mut l, &[13, 3, 18], eot, tsb, false, 5);
+        assert!(
+            l.iter()
+                .enumerate()
+                .all(|(i, x)| x.is_finite() == (i == eot as usize)),
+            "a piece closed at the end of the audio ends the text"
         );
         let mut l = vec![0.0f32; 40];
         apply_timestamp_rules(&mut l, &[13, 3], eot, tsb, false, 5);

@@ -23,7 +23,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::asr::{AsrError, DecodeOptions, Decoded, Guard, Language, TIMESTAMP_STEP_S, Whisper};
+use crate::asr::{
+    AsrError, DecodeOptions, Decoded, Guard, Language, MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S,
+    Whisper,
+};
 use crate::captions::{CaptionEvent, EventKind, Word};
 use crate::diarize::track::speaker_runs;
 use crate::diarize::{
@@ -142,6 +145,10 @@ pub struct Captioner {
     locked_language: Option<String>,
     /// With diarization: the language locked for each voice (speaker index).
     voice_languages: HashMap<usize, String>,
+    /// Text tokens of the latest finals, given to the decoder as context (see
+    /// [`StreamSettings::condition_on_previous_text`]), and their language.
+    context: Vec<u32>,
+    context_language: Option<String>,
     clock: Box<dyn Fn() -> f64 + Send>,
     stats: CaptionerStats,
     diarizer: Option<TrackDiarizer>,
@@ -195,6 +202,8 @@ impl Captioner {
             segments: 0,
             locked_language: None,
             voice_languages: HashMap::new(),
+            context: Vec::new(),
+            context_language: None,
             clock,
             stats: CaptionerStats::default(),
             diarizer: None,
@@ -321,6 +330,8 @@ impl Captioner {
         }
         self.preroll.clear();
         self.vad.reset();
+        // what follows a hole does not continue what was heard before it
+        self.context.clear();
         self.pos += samples;
         self.stats.audio_s += samples as f64 / SAMPLE_RATE;
         Ok(())
@@ -460,6 +471,8 @@ impl Captioner {
         Ok(DecodeOptions {
             language: self.language_for(true, voice),
             timestamps: self.settings.timestamps,
+            context: self.context.clone(),
+            context_language: self.context_language.clone(),
             ..Default::default()
         })
     }
@@ -562,6 +575,8 @@ impl Captioner {
             language,
             timestamps: false,
             prefix: seg.agreement.stable().to_vec(),
+            context: self.context.clone(),
+            context_language: self.context_language.clone(),
             tokens_per_second: PARTIAL_TOKENS_PER_SECOND,
             stop_on_repeated_ngram: Some(PARTIAL_REPEAT_NGRAM),
             ..Default::default()
@@ -774,6 +789,7 @@ impl Captioner {
                 self.voice_languages.insert(v, lang.clone());
             }
         }
+        self.remember_context(&timed, language.as_deref())?;
         if timed.is_empty() && seg.id.is_none() {
             return Ok(());
         }
@@ -802,6 +818,27 @@ impl Captioner {
             out.push(ev);
         }
         self.seg = None;
+        Ok(())
+    }
+
+    /// Appends a final's words to the decoding context (keeping the last
+    /// [`MAX_CONTEXT_TOKENS`]); a final in another language starts a new context.
+    fn remember_context(
+        &mut self,
+        words: &[TimedWord],
+        language: Option<&str>,
+    ) -> Result<(), CaptionError> {
+        if !self.settings.condition_on_previous_text || words.is_empty() {
+            return Ok(());
+        }
+        if self.context_language.as_deref() != language {
+            self.context.clear();
+            self.context_language = language.map(str::to_string);
+        }
+        let text: String = words.iter().map(|w| format!(" {}", w.text)).collect();
+        self.context.extend(self.whisper.encode_text(&text)?);
+        let excess = self.context.len().saturating_sub(MAX_CONTEXT_TOKENS);
+        self.context.drain(..excess);
         Ok(())
     }
 
@@ -915,6 +952,13 @@ impl Captioner {
             );
         }
         let window_s = audio.len() as f64 / SAMPLE_RATE;
+        tracing::trace!(
+            track = %self.track,
+            from_s = start as f64 / SAMPLE_RATE,
+            window_s,
+            pieces = ?decoded.pieces,
+            "final decode"
+        );
         // a loop the guard could cut keeps its text; a window whose text was dropped is split
         let looped = decoded.text.is_empty()
             && decoded
@@ -966,6 +1010,9 @@ impl Captioner {
                 .unwrap_or(speech_t0)
                 .max(prev_end.unwrap_or(f64::MIN));
             let t1 = match p1 {
+                // the window ends with the speech: a last timestamp before the last voiced
+                // frame is the model's rounding (base models often round it to whole seconds)
+                Some(e) if i + 1 == n_pieces => e.max(speech_t1),
                 Some(e) => e,
                 None if i + 1 == n_pieces => speech_t1,
                 None => t0 + TIMESTAMP_STEP_S as f64,

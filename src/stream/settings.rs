@@ -19,7 +19,8 @@ pub const DEFAULT_LONG_SEGMENT_S: f32 = 6.0;
 pub const DEFAULT_LONG_SEGMENT_ENDPOINT_MS: u32 = 300;
 /// Default shortest speech (voiced time) that is decoded at all, in ms.
 pub const DEFAULT_MIN_SPEECH_MS: u32 = 250;
-/// Default audio kept before speech onset, in ms.
+/// Default audio kept before speech onset, in ms (the VAD fires a little into the first
+/// syllable); the pre-roll never reaches back into the previous segment's speech.
 pub const DEFAULT_SPEECH_PAD_MS: u32 = 200;
 /// Default audio kept after the last voiced frame, in ms (the VAD already releases a little
 /// after the speech; the recognizer adds its own trailing silence).
@@ -122,6 +123,10 @@ pub struct StreamSettings {
     pub language_switch_confidence: f32,
     /// Decode finals with timestamp tokens (better word times).
     pub timestamps: bool,
+    /// Give the recognizer the text of the track's previous finals (in the same language) as
+    /// context, as Whisper does on long audio: names, spelling and style stay consistent from
+    /// one segment to the next, and partials settle sooner. Costs a slightly longer decode.
+    pub condition_on_previous_text: bool,
 }
 
 impl Default for StreamSettings {
@@ -142,6 +147,7 @@ impl Default for StreamSettings {
             stable_agreement: DEFAULT_STABLE_AGREEMENT,
             language_switch_confidence: DEFAULT_LANGUAGE_SWITCH_CONFIDENCE,
             timestamps: true,
+            condition_on_previous_text: true,
         }
     }
 }
