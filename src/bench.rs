@@ -5,7 +5,8 @@
 //!
 //! Figures: WER (streaming and offline, and their ratio), partial and final latency p50/p95 as
 //! `latency.py` defines them, real-time factor (inference seconds per audio second), process CPU
-//! seconds per audio second, and peak resident memory.
+//! seconds per audio second, and peak resident memory; and the steadiness of the partials
+//! (flicker and corrections by the final, see [`crate::captions::stability`]).
 //!
 //! With `--diarize`, every file is captioned with speaker diarization and, for files with an
 //! `.rttm` reference, the finals' speaker turns are scored with `score/der.py` (collar ±0.25 s):
@@ -18,7 +19,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use crate::asr::{DecodeOptions, Language};
-use crate::captions::{CaptionEvent, JsonlWriter};
+use crate::captions::{CaptionEvent, JsonlWriter, Stability, stability};
 use crate::diarize::{DiarizeSettings, speakers_of, write_rttm};
 use crate::engine::{DEFAULT_MODEL, Engine, EngineError};
 use crate::media::{AudioSource, DecodeSettings, MediaEvent};
@@ -110,6 +111,8 @@ pub struct FileFigures {
     pub partials: u64,
     pub finals: u64,
     pub skipped_partials: u64,
+    /// Steadiness of the partials.
+    pub stability: Stability,
     /// Diarization figures (with `--diarize`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diarization: Option<DiarFigures>,
@@ -172,6 +175,12 @@ pub struct BenchReport {
     pub rtf: f64,
     pub cpu_per_audio_s: f64,
     pub peak_rss_mb: f64,
+    /// Steadiness of the partials over the speech files.
+    pub stability: Stability,
+    /// Share of the words partials show that the next partial rewrites, percent.
+    pub flicker_percent: Option<f64>,
+    /// Word edits from partials to their final, per partial word, percent.
+    pub final_mismatch_percent: Option<f64>,
     /// Diarization summary (with `--diarize`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diarization: Option<DiarSummary>,
@@ -251,7 +260,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         };
         let input = item.wav.to_string_lossy().to_string();
         let mut write_err = None;
-        let mut finals = Vec::new();
+        let mut events = Vec::new();
         let report = caption_input_diarized(
             &input,
             &decode,
@@ -263,9 +272,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
                 if let Err(e) = log.write_event(ev) {
                     write_err.get_or_insert(e);
                 }
-                if ev.is_final() {
-                    finals.push(ev.clone());
-                }
+                events.push(ev.clone());
             },
         )
         .map_err(|source| BenchError::Run {
@@ -286,6 +293,8 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         let off_path = args.out_dir.join(format!("{stem}.offline.txt"));
         std::fs::write(&off_path, format!("{offline_text}\n"))
             .map_err(|e| BenchError::Io(off_path.clone(), e))?;
+        let finals: Vec<CaptionEvent> = events.iter().filter(|e| e.is_final()).cloned().collect();
+        let steadiness = stability(&events);
         let s = score_wer(&score_dir, &item.reference, &log_path)?;
         let o = score_wer(&score_dir, &item.reference, &off_path)?;
         let diarization = match (&diarize, &item.rttm) {
@@ -316,6 +325,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
             partials: report.stats.partials,
             finals: report.stats.finals,
             skipped_partials: report.stats.skipped_partials,
+            stability: steadiness,
             diarization,
         });
         if s.n > 0 {
@@ -330,6 +340,10 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         score_latency(&score_dir, &logs)?
     };
     let pooled = pool(&files);
+    let mut steadiness = Stability::default();
+    for f in files.iter().filter(|f| f.ref_words > 0) {
+        steadiness.add(&f.stability);
+    }
     let diarization = args.diarize.then(|| diar_summary(&files));
     Ok(BenchReport {
         model: args.model.clone(),
@@ -342,6 +356,9 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         rtf: round3(total_asr / total_audio.max(1e-9)),
         cpu_per_audio_s: round3(total_cpu / total_audio.max(1e-9)),
         peak_rss_mb: round3(peak_rss_bytes() as f64 / 1_048_576.0),
+        stability: steadiness,
+        flicker_percent: steadiness.flicker_percent().map(round3),
+        final_mismatch_percent: steadiness.final_mismatch_percent().map(round3),
         diarization,
     })
     .and_then(|r| {
@@ -571,6 +588,11 @@ impl BenchReport {
             if let (Some(a), Some(b)) = (lat(k, "p50"), lat(k, "p95")) {
                 s += &format!("  {k:<24} {a:>6.3}  {b:>6.3}\n");
             }
+        }
+        if let (Some(f), Some(m)) = (self.flicker_percent, self.final_mismatch_percent) {
+            s += &format!(
+                "\npartials: {f:.1}% of shown words rewritten by the next partial (flicker), {m:.1}% corrected by the final\n"
+            );
         }
         if let Some(d) = &self.diarization {
             s += "\ndiarization                              DER%  spk(ref)  diar CPU/s\n";

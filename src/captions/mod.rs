@@ -8,12 +8,14 @@
 //! * `render`: a log file → a subtitle file.
 //! * `terminal`: live captions on a terminal (partials rewritten in place, finals scrolling).
 //! * `validate`: invariants of an event log, for tests over real outputs.
+//! * `stability`: how steady the partials are (flicker, corrections by the final).
 
 mod cues;
 mod event;
 mod jsonl;
 mod render;
 mod srt;
+mod stability;
 mod terminal;
 mod validate;
 mod vtt;
@@ -28,6 +30,7 @@ pub use event::{CaptionEvent, EventKind, Word};
 pub use jsonl::{FlushPolicy, JsonlWriter, LogReadError, read_log, read_log_from};
 pub use render::{RenderError, SubtitleFormat, render_events, render_log};
 pub use srt::to_srt;
+pub use stability::{Stability, stability};
 pub use terminal::{DEFAULT_WIDTH, TerminalRenderer, terminal_width};
 pub use validate::{DURATION_TOLERANCE_S, Violation, WORD_TOLERANCE_S, validate_log};
 pub use vtt::to_vtt;
