@@ -9,8 +9,10 @@
 #
 # Kept in lockstep with scripts/setup.sh, which is the single source for both the Debian package
 # lists (`setup.sh --list build|runtime`) and the sha256-pinned ONNX Runtime library
-# (`setup.sh --ort`). This file has not been built on the project's machines (they have no
-# container engine): it was checked by reading it against setup.sh and the Makefile only.
+# (`setup.sh --ort`). `make image-check` (scripts/image_check.py) carries out the runtime stage's
+# instructions, read from this file, in a Debian 12 minbase tree without a container engine and
+# runs the image through its entry point as its user: models fetched into the volume, a file
+# transcribed, the GStreamer elements present. The build stage is `make build` on Debian 12.
 
 ARG RUST_VERSION=1.95
 

@@ -37,7 +37,7 @@ MODEL_MANIFEST := $(if $(filter /%,$(MIRROR)),$(MIRROR),$(ROOT)/$(MIRROR))/MANIF
 WHEP_FIXTURE := tests/fixtures/whep
 WHEP_STAMP := $(WHEP_FIXTURE)/node_modules/.package-lock.json
 
-.PHONY: transcribe-demo bench-fanout bench-sfu
+.PHONY: transcribe-demo bench-fanout bench-sfu image-check
 .PHONY: help setup system models build run test lint fmt bench clean distclean whep-server FORCE
 
 help: ## list the targets
@@ -104,6 +104,10 @@ bench-fanout: setup ## caption delivery benchmark (100 rooms x 100 clients), wri
 
 bench-sfu: setup ## end-to-end latency and CPU per track through a real Janus (root), writes out/sfu_janus.json
 	cd $(ROOT) && mkdir -p out && $(CARGO) bench --locked --bench sfu_janus -- --json out/sfu_janus.json $(SFU_BENCH_ARGS)
+
+image-check: setup ## build the Dockerfile's runtime stage in a chroot (mmdebstrap, root) and run the image
+	command -v mmdebstrap >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap
+	cd $(ROOT) && python3 scripts/image_check.py --mirror $(MIRROR)
 
 clean: ## remove build outputs (target/, out/)
 	cd $(ROOT) && $(CARGO) clean && rm -rf out
