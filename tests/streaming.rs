@@ -159,6 +159,27 @@ fn stable_prefix_only_grows_within_a_segment() {
 }
 
 #[test]
+fn partials_keep_up_with_the_speech() {
+    // in the English meeting a speaker starts right after another's sentence ends; the decoder
+    // then tends to end its hypothesis at that sentence end for seconds: partials must still
+    // follow the speech (each event's end is the newest audio it covers)
+    let audio = read_wav(&corpus("meetings/en_3spk/meeting.wav"));
+    let events = run(&en(), &audio, || 320, false);
+    let mut by_segment: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for e in &events {
+        by_segment.entry(&e.segment_id).or_default().push(e.end);
+    }
+    assert!(by_segment.len() >= 6, "{} segments", by_segment.len());
+    for (seg, ends) in &by_segment {
+        let gap = ends.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        assert!(
+            gap <= 1.5,
+            "{seg}: {gap:.2} s of speech without a new partial ({ends:?})"
+        );
+    }
+}
+
+#[test]
 fn busy_captioner_skips_partials_but_keeps_finals() {
     let audio = read_wav(&corpus("utterances/synth/en_02.wav"));
     let busy = run(&en(), &audio, || 320, true);

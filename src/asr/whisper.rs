@@ -76,6 +76,9 @@ pub struct DecodeOptions {
     /// Stop when the last `n` tokens already occurred earlier in the text (and drop them):
     /// on audio cut mid-speech the decoder tends to start the utterance over. `None`: off.
     pub stop_on_repeated_ngram: Option<usize>,
+    /// End of text is not allowed before this many text tokens (prefix included): the caller
+    /// knows there is more speech than an earlier decode transcribed. 0: no constraint.
+    pub min_text_tokens: usize,
 }
 
 impl Default for DecodeOptions {
@@ -91,6 +94,7 @@ impl Default for DecodeOptions {
             logprob_threshold: -1.0,
             tokens_per_second: TOKENS_PER_SECOND,
             stop_on_repeated_ngram: None,
+            min_text_tokens: 0,
         }
     }
 }
@@ -321,6 +325,9 @@ impl Whisper {
                 first_sampled && opts.prefix.is_empty(),
                 max_ts_steps,
             );
+            if generated.iter().filter(|t| **t < st.eot).count() < opts.min_text_tokens {
+                self.logits[st.eot as usize] = f32::NEG_INFINITY;
+            }
             let (tok, logprob) = argmax_logprob(&self.logits);
             first_step = false;
             if tok == st.eot {

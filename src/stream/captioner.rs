@@ -9,7 +9,9 @@
 //!
 //! Latency model (audio time → event):
 //! * partial: `partial_interval_ms` cadence + one decode of the segment so far (≈ 0.1–0.4 s for
-//!   whisper-base on one core), skipped while behind;
+//!   whisper-base on one core), skipped while behind. A word still being spoken waits one more
+//!   partial (the last word is shown once two hypotheses end with it); a hypothesis stuck at a
+//!   sentence end while speech goes on is pushed past it after [`STUCK_VOICED_MS`];
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s.
@@ -49,6 +51,10 @@ const PARTIAL_TOKENS_PER_SECOND: f32 = 6.0;
 /// A partial hypothesis stops when its last this-many tokens already occurred in it: on audio
 /// cut mid-speech Whisper tends to start the utterance over.
 const PARTIAL_REPEAT_NGRAM: usize = 4;
+/// Voiced audio, ms, that may go by while the partial hypothesis stays at the end of a sentence
+/// before the decoder is asked to go on past it (on audio cut mid-speech it tends to stop at a
+/// sentence end when another sentence or voice follows without a pause).
+const STUCK_VOICED_MS: u64 = 800;
 /// Shortest half when a looping final window is split, seconds.
 const MIN_SPLIT_S: f64 = 1.5;
 /// Deepest recursive split of a looping final window.
@@ -117,6 +123,17 @@ struct Segment {
     id: Option<String>,
     revision: u32,
     last_partial_text: String,
+    /// Words of the latest partial hypothesis, before the last word was held back.
+    last_hypothesis: Vec<String>,
+    /// Text tokens of the latest partial hypothesis.
+    last_hypothesis_tokens: usize,
+    /// Average token log-probability of the latest partial hypothesis.
+    last_hypothesis_logprob: f32,
+    /// Voiced frames of the segment when the partial hypothesis last changed.
+    voiced_at_change: u32,
+    /// Text tokens later partial hypotheses must reach: past where the decoder stopped while
+    /// speech went on.
+    min_text_tokens: usize,
     agreement: Agreement,
     /// A final decode made ahead of the endpoint: (absolute end sample, result).
     speculative: Option<(u64, Decoded)>,
@@ -385,6 +402,11 @@ impl Captioner {
                     id: None,
                     revision: 0,
                     last_partial_text: String::new(),
+                    last_hypothesis: Vec::new(),
+                    last_hypothesis_tokens: 0,
+                    last_hypothesis_logprob: 0.0,
+                    voiced_at_change: 0,
+                    min_text_tokens: 0,
                     agreement: Agreement::new(s.stable_agreement as usize),
                     speculative: None,
                 });
@@ -571,9 +593,28 @@ impl Captioner {
         // partial times that passed while the captioner was catching up
         self.stats.skipped_partials += (self.pos - seg.next_partial_at) / interval;
         seg.next_partial_at = self.pos + interval;
+        // the hypothesis stopped growing while speech went on: it must go past where it stopped
+        let voiced_since =
+            (seg.voiced_frames - seg.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000
+                / 16_000;
+        let ended_sentence = seg
+            .last_hypothesis
+            .last()
+            .is_some_and(|w| w.ends_with(['.', '?', '!', '…', '。', '？', '！']));
+        // only a confident hypothesis is pushed on: an unsure one is not stuck, it is lost
+        let logprob_threshold = DecodeOptions::default().logprob_threshold;
+        if voiced_since >= STUCK_VOICED_MS
+            && seg.last_hypothesis_tokens > 0
+            && ended_sentence
+            && seg.last_hypothesis_logprob >= logprob_threshold
+        {
+            seg.min_text_tokens = seg.min_text_tokens.max(seg.last_hypothesis_tokens + 1);
+        }
+        let min_text_tokens = seg.min_text_tokens;
         let opts = DecodeOptions {
             language,
             timestamps: false,
+            min_text_tokens,
             prefix: seg.agreement.stable().to_vec(),
             context: self.context.clone(),
             context_language: self.context_language.clone(),
@@ -588,12 +629,32 @@ impl Captioner {
         if !d.guards.is_empty() {
             self.stats.guarded += 1;
         }
+        tracing::trace!(
+            track = %self.track,
+            at_s = self.pos as f64 / SAMPLE_RATE,
+            guards = ?d.guards,
+            avg_logprob = d.avg_logprob,
+            min_text_tokens,
+            text = %d.text,
+            "partial decode"
+        );
+        // a pushed decode that started over, fell short or is unsure is not shown (the text
+        // shown stays as it was; the next partial tries again)
+        if min_text_tokens > 0
+            && (!d.guards.is_empty()
+                || d.text_tokens.len() < min_text_tokens
+                || d.avg_logprob < logprob_threshold)
+        {
+            return Ok(());
+        }
         let whisper = &self.whisper;
         let seg = self.seg.as_mut().expect("segment is open");
         seg.agreement
             .update(&d.text_tokens, |t| whisper.starts_word(t));
         let mut words: Vec<&str> = d.text.split_whitespace().collect();
-        // while the speaker is mid-word the last decoded word is a guess: hold it back
+        // while the speaker is mid-word the last decoded word is a guess: hold it back, unless
+        // the previous hypothesis already ended with it (the decoder stopped there twice, the
+        // word is complete: typically a sentence end followed by another voice)
         let stable_words = whisper
             .decode_text(seg.agreement.stable())?
             .split_whitespace()
@@ -602,7 +663,17 @@ impl Captioner {
             .probs
             .last()
             .is_some_and(|p| *p >= self.settings.vad_threshold);
-        if speaking && words.len() > stable_words.max(1) {
+        let seen_last = words.len() == seg.last_hypothesis.len()
+            && words.last().map(|w| w.to_string()) == seg.last_hypothesis.last().cloned();
+        if words.len() != seg.last_hypothesis.len()
+            || words.iter().zip(&seg.last_hypothesis).any(|(a, b)| a != b)
+        {
+            seg.voiced_at_change = seg.voiced_frames;
+        }
+        seg.last_hypothesis = words.iter().map(|w| w.to_string()).collect();
+        seg.last_hypothesis_tokens = d.text_tokens.len();
+        seg.last_hypothesis_logprob = d.avg_logprob;
+        if speaking && words.len() > stable_words.max(1) && !seen_last {
             words.pop();
         }
         let text = words.join(" ");
@@ -743,6 +814,11 @@ impl Captioner {
             id: None,
             revision: 0,
             last_partial_text: String::new(),
+            last_hypothesis: Vec::new(),
+            last_hypothesis_tokens: 0,
+            last_hypothesis_logprob: 0.0,
+            voiced_at_change: 0,
+            min_text_tokens: 0,
             agreement: Agreement::new(self.settings.stable_agreement as usize),
             speculative: None,
         });
