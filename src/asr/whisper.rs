@@ -31,6 +31,9 @@ const TOKENS_PER_SECOND: f32 = 8.0;
 const TOKENS_BASE: usize = 10;
 /// Longest repeated token run (k-gram) checked by the loop guard.
 const MAX_LOOP_K: usize = 64;
+/// Average token log-probability under which a decode counts as failed (Whisper's
+/// `logprob_threshold`), the default of [`DecodeOptions::logprob_threshold`].
+pub const LOGPROB_THRESHOLD: f32 = -1.0;
 /// Most tokens of preceding text given as context (Whisper allows up to half its text context,
 /// 223; a sentence or two is what helps, and every token lengthens each decoder step).
 pub const MAX_CONTEXT_TOKENS: usize = 96;
@@ -91,7 +94,7 @@ impl Default for DecodeOptions {
             context_language: None,
             compression_ratio_threshold: 2.4,
             no_speech_threshold: 0.6,
-            logprob_threshold: -1.0,
+            logprob_threshold: LOGPROB_THRESHOLD,
             tokens_per_second: TOKENS_PER_SECOND,
             stop_on_repeated_ngram: None,
             min_text_tokens: 0,

@@ -26,8 +26,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::asr::{
-    AsrError, DecodeOptions, Decoded, Guard, Language, MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S,
-    Whisper,
+    AsrError, DecodeOptions, Decoded, Guard, LOGPROB_THRESHOLD, Language, MAX_CONTEXT_TOKENS,
+    TIMESTAMP_STEP_S, Whisper,
 };
 use crate::captions::{CaptionEvent, EventKind, Word};
 use crate::diarize::track::speaker_runs;
@@ -123,20 +123,26 @@ struct Segment {
     id: Option<String>,
     revision: u32,
     last_partial_text: String,
-    /// Words of the latest partial hypothesis, before the last word was held back.
-    last_hypothesis: Vec<String>,
-    /// Text tokens of the latest partial hypothesis.
-    last_hypothesis_tokens: usize,
-    /// Average token log-probability of the latest partial hypothesis.
-    last_hypothesis_logprob: f32,
-    /// Voiced frames of the segment when the partial hypothesis last changed.
-    voiced_at_change: u32,
-    /// Text tokens later partial hypotheses must reach: past where the decoder stopped while
-    /// speech went on.
-    min_text_tokens: usize,
+    hypothesis: Hypothesis,
     agreement: Agreement,
     /// A final decode made ahead of the endpoint: (absolute end sample, result).
     speculative: Option<(u64, Decoded)>,
+}
+
+/// The latest partial hypothesis of a segment, as the partial policy needs it.
+#[derive(Default)]
+struct Hypothesis {
+    /// Its words, before the last word was held back.
+    words: Vec<String>,
+    /// Its text tokens.
+    tokens: usize,
+    /// Its average token log-probability.
+    logprob: f32,
+    /// Voiced frames of the segment when the hypothesis last changed.
+    voiced_at_change: u32,
+    /// Text tokens later hypotheses must reach: past where the decoder stopped while speech
+    /// went on.
+    min_text_tokens: usize,
 }
 
 impl Segment {
@@ -402,11 +408,7 @@ impl Captioner {
                     id: None,
                     revision: 0,
                     last_partial_text: String::new(),
-                    last_hypothesis: Vec::new(),
-                    last_hypothesis_tokens: 0,
-                    last_hypothesis_logprob: 0.0,
-                    voiced_at_change: 0,
-                    min_text_tokens: 0,
+                    hypothesis: Hypothesis::default(),
                     agreement: Agreement::new(s.stable_agreement as usize),
                     speculative: None,
                 });
@@ -594,23 +596,22 @@ impl Captioner {
         self.stats.skipped_partials += (self.pos - seg.next_partial_at) / interval;
         seg.next_partial_at = self.pos + interval;
         // the hypothesis stopped growing while speech went on: it must go past where it stopped
+        let h = &mut seg.hypothesis;
         let voiced_since =
-            (seg.voiced_frames - seg.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000
-                / 16_000;
-        let ended_sentence = seg
-            .last_hypothesis
+            (seg.voiced_frames - h.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
+        let ended_sentence = h
+            .words
             .last()
             .is_some_and(|w| w.ends_with(['.', '?', '!', '…', '。', '？', '！']));
         // only a confident hypothesis is pushed on: an unsure one is not stuck, it is lost
-        let logprob_threshold = DecodeOptions::default().logprob_threshold;
         if voiced_since >= STUCK_VOICED_MS
-            && seg.last_hypothesis_tokens > 0
+            && h.tokens > 0
             && ended_sentence
-            && seg.last_hypothesis_logprob >= logprob_threshold
+            && h.logprob >= LOGPROB_THRESHOLD
         {
-            seg.min_text_tokens = seg.min_text_tokens.max(seg.last_hypothesis_tokens + 1);
+            h.min_text_tokens = h.min_text_tokens.max(h.tokens + 1);
         }
-        let min_text_tokens = seg.min_text_tokens;
+        let min_text_tokens = h.min_text_tokens;
         let opts = DecodeOptions {
             language,
             timestamps: false,
@@ -643,7 +644,7 @@ impl Captioner {
         if min_text_tokens > 0
             && (!d.guards.is_empty()
                 || d.text_tokens.len() < min_text_tokens
-                || d.avg_logprob < logprob_threshold)
+                || d.avg_logprob < LOGPROB_THRESHOLD)
         {
             return Ok(());
         }
@@ -663,16 +664,15 @@ impl Captioner {
             .probs
             .last()
             .is_some_and(|p| *p >= self.settings.vad_threshold);
-        let seen_last = words.len() == seg.last_hypothesis.len()
-            && words.last().map(|w| w.to_string()) == seg.last_hypothesis.last().cloned();
-        if words.len() != seg.last_hypothesis.len()
-            || words.iter().zip(&seg.last_hypothesis).any(|(a, b)| a != b)
-        {
-            seg.voiced_at_change = seg.voiced_frames;
+        let h = &mut seg.hypothesis;
+        let seen_last = words.len() == h.words.len()
+            && words.last().copied() == h.words.last().map(String::as_str);
+        if !words.iter().eq(h.words.iter()) {
+            h.voiced_at_change = seg.voiced_frames;
         }
-        seg.last_hypothesis = words.iter().map(|w| w.to_string()).collect();
-        seg.last_hypothesis_tokens = d.text_tokens.len();
-        seg.last_hypothesis_logprob = d.avg_logprob;
+        h.words = words.iter().map(|w| w.to_string()).collect();
+        h.tokens = d.text_tokens.len();
+        h.logprob = d.avg_logprob;
         if speaking && words.len() > stable_words.max(1) && !seen_last {
             words.pop();
         }
@@ -814,11 +814,7 @@ impl Captioner {
             id: None,
             revision: 0,
             last_partial_text: String::new(),
-            last_hypothesis: Vec::new(),
-            last_hypothesis_tokens: 0,
-            last_hypothesis_logprob: 0.0,
-            voiced_at_change: 0,
-            min_text_tokens: 0,
+            hypothesis: Hypothesis::default(),
             agreement: Agreement::new(self.settings.stable_agreement as usize),
             speculative: None,
         });
