@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         "auto" => Language::Detect {
             prefer: None,
             switch_confidence: 1.0,
+            among: Vec::new(),
         },
         code => Language::Fixed(code.to_string()),
     };

@@ -762,6 +762,7 @@ pub fn offline_transcript(
         LanguageSetting::Auto => Language::Detect {
             prefer: None,
             switch_confidence: 1.0,
+            among: settings.auto_languages.clone(),
         },
     };
     let opts = DecodeOptions {

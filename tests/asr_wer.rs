@@ -280,3 +280,77 @@ fn finals_end_where_the_speech_ends() {
         );
     }
 }
+
+#[test]
+fn auto_language_list_must_be_known_to_the_model() {
+    let s = StreamSettings {
+        auto_languages: vec!["fr".into(), "zz".into()],
+        ..settings("auto")
+    };
+    let err = match engine("whisper-base").captioner(s, "mix", Box::new(|| 0.0)) {
+        Ok(_) => panic!("`zz` accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("zz") && err.contains("auto_languages"),
+        "{err}"
+    );
+}
+
+#[test]
+fn auto_partials_follow_the_spoken_language() {
+    // one microphone, English and French turns: each partial is decoded in the language being
+    // spoken, not in the one the stream was locked on before (which would show an English
+    // translation of French speech, or drop it)
+    let meeting = "meetings/mix_enfr_3spk";
+    let text = std::fs::read_to_string(corpus(&format!("{meeting}/meeting.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let turns: Vec<(f64, f64, String)> = v["utterances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["start"].as_f64().unwrap(),
+                u["end"].as_f64().unwrap(),
+                u["language"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let audio = read_wav(&corpus(&format!("{meeting}/meeting.wav")));
+    let mut c = engine("whisper-base")
+        .captioner(settings("auto"), "mix", Box::new(|| 0.0))
+        .unwrap();
+    let mut events = Vec::new();
+    for chunk in audio.chunks(320) {
+        c.push(chunk, false, &mut events).unwrap();
+    }
+    c.finish(&mut events).unwrap();
+    let (mut right, mut wrong) = ([0usize; 2], Vec::new());
+    for e in events.iter().filter(|e| !e.is_final()) {
+        // partials lying within one turn (at least 80 % of their span)
+        let (overlap, lang) = turns
+            .iter()
+            .map(|(s, t, l)| ((e.end.min(*t) - e.start.max(*s)).max(0.0), l))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap();
+        if overlap < 0.8 * (e.end - e.start) {
+            continue;
+        }
+        if e.language.as_deref() == Some(lang.as_str()) {
+            right[usize::from(lang == "fr")] += 1;
+        } else {
+            wrong.push((lang.clone(), e.language.clone(), e.text.clone()));
+        }
+    }
+    assert!(
+        right[0] >= 10 && right[1] >= 5,
+        "partials in the right language (en, fr): {right:?}, wrong: {wrong:?}"
+    );
+    let total = right[0] + right[1] + wrong.len();
+    assert!(
+        wrong.len() * 10 <= total,
+        "{} of {total} partials in the wrong language: {wrong:?}",
+        wrong.len()
+    );
+}

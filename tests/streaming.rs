@@ -158,6 +158,71 @@ fn stable_prefix_only_grows_within_a_segment() {
     }
 }
 
+/// Partial words rewritten after they were older than `window_s` when first shown that old:
+/// (segment, word index, shown text, later text). Words compare without case and punctuation.
+fn late_rewrites(events: &[CaptionEvent], window_s: f64) -> Vec<(String, usize, String, String)> {
+    let norm = |w: &str| {
+        w.trim_matches(|c: char| c.is_ascii_punctuation())
+            .to_lowercase()
+    };
+    let mut by_segment: std::collections::BTreeMap<&str, Vec<&CaptionEvent>> = Default::default();
+    for e in events.iter().filter(|e| e.kind == EventKind::Partial) {
+        by_segment.entry(&e.segment_id).or_default().push(e);
+    }
+    let mut out = Vec::new();
+    for (seg, partials) in by_segment {
+        for (k, p) in partials.iter().enumerate() {
+            // `end` is the newest word's end, never after the audio the partial was made at
+            for (i, w) in p.words.iter().enumerate() {
+                if p.end - w.end < window_s {
+                    continue;
+                }
+                if let Some(later) = partials[k + 1..]
+                    .iter()
+                    .find(|q| q.words.get(i).is_none_or(|x| norm(&x.w) != norm(&w.w)))
+                {
+                    let now = later.words.get(i).map_or("", |x| x.w.as_str());
+                    out.push((seg.to_owned(), i, w.w.clone(), now.to_owned()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn revision_window_keeps_words_once_read() {
+    // words shown longer than the revision window ago stay as shown until the final; without
+    // the window the recognizer does rewrite such words on these files
+    let files = [
+        "meetings/en_3spk/meeting.wav",
+        "meetings/en_3spk/tracks/A.wav",
+        "meetings/en_3spk/tracks/C.wav",
+        "utterances/synth/en_02.wav",
+    ];
+    let window = StreamSettings::default().revision_window_ms;
+    assert!(window > 0, "on by default");
+    let audio: Vec<Vec<f32>> = files.iter().map(|f| read_wav(&corpus(f))).collect();
+    let mut unlimited = Vec::new();
+    for (f, a) in files.iter().zip(&audio) {
+        let events = run(&en(), a, || 320, false);
+        let late = late_rewrites(&events, window as f64 / 1000.0);
+        assert!(late.is_empty(), "{f}: {late:?}");
+        let off = StreamSettings {
+            revision_window_ms: 0,
+            ..en()
+        };
+        unlimited.extend(late_rewrites(
+            &run(&off, a, || 320, false),
+            window as f64 / 1000.0,
+        ));
+    }
+    assert!(
+        !unlimited.is_empty(),
+        "no late rewrite without the window: the test shows nothing"
+    );
+}
+
 #[test]
 fn partials_keep_up_with_the_speech() {
     // in the English meeting a speaker starts right after another's sentence ends; the decoder

@@ -43,11 +43,14 @@ pub const MAX_CONTEXT_TOKENS: usize = 96;
 pub enum Language {
     /// Use this language code (`en`, `fr`, ...).
     Fixed(String),
-    /// Detect it from the language token. When `prefer` is set, it is kept unless another
-    /// language is detected with at least `switch_confidence` probability.
+    /// Detect it from the language token, choosing among the codes of `among` (probabilities
+    /// renormalised over them; empty: every language the model knows). When `prefer` is set,
+    /// it is kept unless another language is detected with at least `switch_confidence`
+    /// probability.
     Detect {
         prefer: Option<String>,
         switch_confidence: f32,
+        among: Vec<String>,
     },
 }
 
@@ -244,8 +247,9 @@ impl Whisper {
                 Language::Detect {
                     prefer,
                     switch_confidence,
+                    among,
                 } => {
-                    let (code, p) = self.detect_language(&cross_k, &cross_v)?;
+                    let (code, p) = self.detect_language(&cross_k, &cross_v, among)?;
                     match prefer {
                         Some(pref) if *pref != code && p < *switch_confidence => {
                             (Some(pref.clone()), p)
@@ -469,6 +473,7 @@ impl Whisper {
         &mut self,
         cross_k: &DynValue,
         cross_v: &DynValue,
+        among: &[String],
     ) -> Result<(String, f32), AsrError> {
         let (l, d) = (self.config.n_text_layers, self.config.d_model);
         let empty_k: DynValue = Tensor::from_array(([l, 1, 0, d], Vec::<f32>::new()))
@@ -479,7 +484,12 @@ impl Whisper {
             .into_dyn();
         let sot = [self.config.special_tokens.sot as i64];
         self.decoder_step(&sot, &empty_k, &empty_v, cross_k, cross_v, None)?;
-        let ids: Vec<(&String, &u32)> = self.config.lang_ids.iter().collect();
+        let ids: Vec<(&String, &u32)> = self
+            .config
+            .lang_ids
+            .iter()
+            .filter(|(code, _)| among.is_empty() || among.contains(code))
+            .collect();
         let max = ids
             .iter()
             .map(|(_, t)| self.logits[**t as usize])
@@ -493,6 +503,19 @@ impl Whisper {
             .max_by(|a, b| self.logits[*a.1 as usize].total_cmp(&self.logits[*b.1 as usize]))
             .ok_or_else(|| AsrError::Config("no languages".into()))?;
         let p = (self.logits[**tok as usize] - max).exp() / sum;
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let mut all: Vec<(f32, &String)> = ids
+                .iter()
+                .map(|(c, t)| ((self.logits[**t as usize] - max).exp() / sum, *c))
+                .collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let top: Vec<String> = all
+                .iter()
+                .take(4)
+                .map(|(p, c)| format!("{c}={p:.3}"))
+                .collect();
+            tracing::trace!(top = %top.join(" "), "language detection");
+        }
         Ok(((*code).clone(), p))
     }
 

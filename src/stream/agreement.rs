@@ -28,6 +28,14 @@ impl Agreement {
         &self.stable
     }
 
+    /// Makes `tokens` stable without agreement (they were shown long enough); ignored unless
+    /// they extend the stable prefix.
+    pub fn commit(&mut self, tokens: &[u32]) {
+        if tokens.len() > self.stable.len() && tokens.starts_with(&self.stable) {
+            self.stable = tokens.to_vec();
+        }
+    }
+
     /// Adds a hypothesis (text tokens) and extends the stable prefix where the last `n` agree.
     /// `starts_word(t)` says whether token `t` begins a new word.
     pub fn update(&mut self, hyp: &[u32], starts_word: impl Fn(u32) -> bool) {
@@ -87,6 +95,24 @@ mod tests {
         a.update(&[105, 106], sw);
         a.update(&[105, 106, 107], sw);
         assert_eq!(a.stable(), &[100, 101]);
+    }
+
+    #[test]
+    fn commit_only_extends() {
+        let mut a = Agreement::new(2);
+        a.update(&[100, 101, 102], sw);
+        a.update(&[100, 101, 102], sw);
+        assert_eq!(a.stable(), &[100, 101]);
+        a.commit(&[100]);
+        assert_eq!(a.stable(), &[100, 101], "a shorter prefix changes nothing");
+        a.commit(&[105, 101, 102]);
+        assert_eq!(a.stable(), &[100, 101], "another prefix changes nothing");
+        a.commit(&[100, 101, 102]);
+        assert_eq!(a.stable(), &[100, 101, 102]);
+        // agreement goes on from the committed prefix
+        a.update(&[100, 101, 102, 103, 104], sw);
+        a.update(&[100, 101, 102, 103, 104], sw);
+        assert_eq!(a.stable(), &[100, 101, 102, 103]);
     }
 
     #[test]

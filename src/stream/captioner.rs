@@ -125,6 +125,9 @@ struct Segment {
     last_partial_text: String,
     hypothesis: Hypothesis,
     agreement: Agreement,
+    /// Language the segment's partials decode in (`auto`: detected by each partial, kept
+    /// unless another is confidently detected).
+    language: Option<String>,
     /// A final decode made ahead of the endpoint: (absolute end sample, result).
     speculative: Option<(u64, Decoded)>,
 }
@@ -205,6 +208,18 @@ impl Captioner {
         {
             return Err(AsrError::UnknownLanguage(format!(
                 "{code}` for model `{}",
+                whisper.name()
+            ))
+            .into());
+        }
+        // an English-only model has nothing to detect; a multilingual one must know every code
+        if let Some(code) = settings
+            .auto_languages
+            .iter()
+            .find(|c| whisper.multilingual() && !whisper.knows_language(c))
+        {
+            return Err(AsrError::UnknownLanguage(format!(
+                "{code}` (auto_languages) for model `{}",
                 whisper.name()
             ))
             .into());
@@ -410,6 +425,7 @@ impl Captioner {
                     last_partial_text: String::new(),
                     hypothesis: Hypothesis::default(),
                     agreement: Agreement::new(s.stable_agreement as usize),
+                    language: None,
                     speculative: None,
                 });
             } else {
@@ -548,10 +564,13 @@ impl Captioner {
         }))
     }
 
-    /// The language to decode with. With `auto`, the language detected last is locked (partials
-    /// decode in it; finals detect again and keep it unless another is confidently detected).
-    /// With diarization the lock is per voice: a voice heard for the first time is detected
-    /// freely, so two people speaking different languages on one microphone each keep theirs.
+    /// The language to decode with. With `auto`, the language detected last is locked: finals
+    /// detect again and keep it unless another is confidently detected; partials do the same
+    /// against the language of the segment's previous partial (a one-step decode), so a
+    /// speaker switching language is followed from the segment's first partials instead of
+    /// being transcribed (or translated) in the previous one. With diarization the lock is per
+    /// voice: a voice heard for the first time is detected freely, so two people speaking
+    /// different languages on one microphone each keep theirs.
     fn language_for(&self, is_final: bool, voice: Option<usize>) -> Language {
         match &self.settings.language {
             LanguageSetting::Fixed(code) => Language::Fixed(code.clone()),
@@ -560,12 +579,15 @@ impl Captioner {
                     Some(v) => self.voice_languages.get(&v),
                     None => self.locked_language.as_ref(),
                 };
-                match (locked, is_final) {
-                    (Some(code), false) => Language::Fixed(code.clone()),
-                    (prefer, _) => Language::Detect {
-                        prefer: prefer.cloned(),
-                        switch_confidence: self.settings.language_switch_confidence,
-                    },
+                let segment = self.seg.as_ref().and_then(|s| s.language.as_ref());
+                let prefer = match is_final {
+                    false => segment.or(locked),
+                    true => locked,
+                };
+                Language::Detect {
+                    prefer: prefer.cloned(),
+                    switch_confidence: self.settings.language_switch_confidence,
+                    among: self.settings.auto_languages.clone(),
                 }
             }
         }
@@ -611,8 +633,8 @@ impl Captioner {
         {
             h.min_text_tokens = h.min_text_tokens.max(h.tokens + 1);
         }
-        let min_text_tokens = h.min_text_tokens;
-        let opts = DecodeOptions {
+        let mut min_text_tokens = h.min_text_tokens;
+        let mut opts = DecodeOptions {
             language,
             timestamps: false,
             min_text_tokens,
@@ -624,9 +646,34 @@ impl Captioner {
             ..Default::default()
         };
         let t = std::time::Instant::now();
-        let d = self.whisper.transcribe(&seg.audio, &opts);
+        let mut d = self.whisper.transcribe(&seg.audio, &opts);
+        if let Ok(new) = &d
+            && seg.language.is_some()
+            && new.language != seg.language
+        {
+            // the speaker changed language: what the segment's hypotheses agreed on (and were
+            // pushed past) was in the other one, so they start over in the new language
+            tracing::debug!(
+                track = %self.track,
+                from = ?seg.language,
+                to = ?new.language,
+                "partial language switch"
+            );
+            seg.agreement = Agreement::new(self.settings.stable_agreement as usize);
+            seg.hypothesis = Hypothesis::default();
+            min_text_tokens = 0;
+            if !opts.prefix.is_empty() || opts.min_text_tokens > 0 {
+                opts.prefix.clear();
+                opts.min_text_tokens = 0;
+                opts.language = Language::Fixed(new.language.clone().unwrap_or_default());
+                d = self.whisper.transcribe(&seg.audio, &opts);
+            }
+        }
         self.stats.asr_s += t.elapsed().as_secs_f64();
         let d = d?;
+        if self.settings.language == LanguageSetting::Auto {
+            seg.language = d.language.clone();
+        }
         if !d.guards.is_empty() {
             self.stats.guarded += 1;
         }
@@ -691,6 +738,25 @@ impl Captioner {
         let t0 = voiced.first().map_or(origin, |v| v.0);
         let t1 = seg.last_voiced_end as f64 / SAMPLE_RATE;
         let timed = spread_words(&words, t0, t1, &voiced);
+        // words shown longer ago than the revision window are kept by later partials
+        let window = self.settings.revision_window_ms;
+        if window > 0 {
+            let now = self.pos as f64 / SAMPLE_RATE;
+            let settled = timed
+                .iter()
+                .take_while(|w| now - w.end >= window as f64 / 1000.0)
+                .count();
+            let starts: Vec<usize> = (0..d.text_tokens.len())
+                .filter(|&i| i == 0 || whisper.starts_word(d.text_tokens[i]))
+                .collect();
+            // token boundaries match the words shown (else the text has odd spacing: skip)
+            if settled > stable_words
+                && starts.len() == seg.hypothesis.words.len()
+                && let Some(&cut) = starts.get(settled)
+            {
+                seg.agreement.commit(&d.text_tokens[..cut]);
+            }
+        }
         let language = d.language.clone().or_else(|| Some("en".into()));
         let mut ev = self.make_event(EventKind::Partial, timed, stable_text, language);
         if let Some(d) = &self.diarizer {
@@ -816,6 +882,7 @@ impl Captioner {
             last_partial_text: String::new(),
             hypothesis: Hypothesis::default(),
             agreement: Agreement::new(self.settings.stable_agreement as usize),
+            language: None,
             speculative: None,
         });
         Ok(())
