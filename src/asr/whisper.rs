@@ -20,6 +20,11 @@ use super::mel::{HOP, MAX_FRAMES, MelFrontend};
 use super::{AsrError, ModelFiles};
 use crate::onnx::{self, OnnxError};
 
+/// Fewest decoded tokens that count as a copy of the context (shorter phrases are often
+/// really said again).
+const ECHO_MIN_TOKENS: usize = 4;
+/// Decoded tokens compared with the context.
+const ECHO_PROBE_TOKENS: usize = 6;
 /// Mel frames of silence appended after the audio in the truncated encoder context (1 s).
 pub const CONTEXT_PAD_FRAMES: usize = 100;
 /// Seconds per timestamp token.
@@ -116,6 +121,8 @@ pub enum Guard {
     NoSpeech,
     /// The token budget ran out.
     TokenBudget,
+    /// The decoder repeated the context instead of transcribing; decoded again without it.
+    ContextEcho,
 }
 
 /// A stretch of text with window-relative times from timestamp tokens.
@@ -238,7 +245,6 @@ impl Whisper {
         let mel = self.mel.compute(audio, n_frames)?;
         let (cross_k, cross_v) = self.encode(&mel, n_frames)?;
 
-        let st = self.config.special_tokens.clone();
         let (language, language_prob) = if !self.config.multilingual {
             (None, 1.0)
         } else {
@@ -259,19 +265,58 @@ impl Whisper {
                 }
             }
         };
-        let mut prompt = Vec::new();
         let context = &opts.context[opts.context.len().saturating_sub(MAX_CONTEXT_TOKENS)..];
         let same_language = !self.config.multilingual
             || opts.context_language.is_none()
             || opts.context_language == language;
-        if !context.is_empty() && same_language {
+        let context = if same_language { context } else { &[] };
+        let audio_s = audio.len() as f32 / 16_000.0;
+        let first = self.decode(
+            audio_s,
+            &cross_k,
+            &cross_v,
+            (&language, language_prob),
+            context,
+            opts,
+        )?;
+        if context.is_empty() || !context_echo(&first.text_tokens, context) {
+            return Ok(first);
+        }
+        // the decoder copied the previous text instead of hearing the audio (Whisper does this
+        // on speech it cannot make out, or in another language): decode again without it
+        tracing::debug!(text = %first.text, "decoder repeated its context; decoding again without it");
+        let mut again = self.decode(
+            audio_s,
+            &cross_k,
+            &cross_v,
+            (&language, language_prob),
+            &[],
+            opts,
+        )?;
+        again.guards.insert(0, Guard::ContextEcho);
+        Ok(again)
+    }
+
+    /// Decodes the encoded audio (`cross_k`, `cross_v`) in `language`, after `context`.
+    fn decode(
+        &mut self,
+        audio_s: f32,
+        cross_k: &DynValue,
+        cross_v: &DynValue,
+        (language, language_prob): (&Option<String>, f32),
+        context: &[u32],
+        opts: &DecodeOptions,
+    ) -> Result<Decoded, AsrError> {
+        let st = self.config.special_tokens.clone();
+        let mut prompt = Vec::new();
+        if !context.is_empty() {
             prompt.push(st.startofprev);
             prompt.extend(context.iter().copied().filter(|t| *t < st.eot));
         }
         // the row whose prediction holds the no-speech probability
         let sot_row = prompt.len();
         prompt.push(st.sot);
-        if let Some(code) = &language {
+        if let Some(code) = language {
             let tok = self
                 .config
                 .language_token(code)
@@ -284,7 +329,6 @@ impl Whisper {
         }
         prompt.extend_from_slice(&opts.prefix);
 
-        let audio_s = audio.len() as f32 / 16_000.0;
         let budget = ((audio_s * opts.tokens_per_second.max(1.0)) as usize
             + TOKENS_BASE
             + opts.prefix.len())
@@ -316,8 +360,8 @@ impl Whisper {
                 &step_tokens,
                 &self_k,
                 &self_v,
-                &cross_k,
-                &cross_v,
+                cross_k,
+                cross_v,
                 first_step.then_some(sot_row),
             )?;
             self_k = new_k;
@@ -389,7 +433,7 @@ impl Whisper {
             text_tokens,
             text,
             pieces,
-            language,
+            language: language.clone(),
             language_prob,
             no_speech_prob,
             avg_logprob,
@@ -677,6 +721,17 @@ fn softmax_at(logits: &[f32], i: usize) -> f32 {
     logits.get(i).map_or(0.0, |x| (x - max).exp() / sum)
 }
 
+/// Whether the decoded text tokens `hyp` (forced prefix included) repeat the context: their
+/// first [`ECHO_MIN_TOKENS`]..=[`ECHO_PROBE_TOKENS`] tokens occur back to back in `context`. A
+/// phrase really said again is decoded again without the context, at the cost of one decode.
+pub fn context_echo(hyp: &[u32], context: &[u32]) -> bool {
+    if hyp.len() < ECHO_MIN_TOKENS {
+        return false;
+    }
+    let probe = &hyp[..hyp.len().min(ECHO_PROBE_TOKENS)];
+    context.windows(probe.len()).any(|w| w == probe)
+}
+
 /// If the sequence ends in a loop, the length to keep (the repeated copy removed).
 ///
 /// A k-gram repeated back to back counts as a loop for k ≥ 3; shorter units must repeat more
@@ -753,6 +808,26 @@ pub fn compression_ratio(text: &str) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_of_the_context_is_an_echo() {
+        let context = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+        assert!(
+            context_echo(&[3, 4, 5, 6], &context),
+            "four tokens in a row"
+        );
+        assert!(
+            context_echo(&[2, 3, 4, 5, 6, 7, 40, 41], &context),
+            "first six"
+        );
+        assert!(!context_echo(&[3, 4, 5], &context), "too short to tell");
+        assert!(!context_echo(&[3, 4, 6, 7], &context), "not back to back");
+        assert!(
+            !context_echo(&[2, 3, 4, 5, 6, 40], &context),
+            "diverges within six"
+        );
+        assert!(!context_echo(&[3, 4, 5, 6], &[]), "no context");
+    }
 
     #[test]
     fn loops_are_cut() {

@@ -109,6 +109,16 @@ pub struct CaptionerStats {
     pub diarize_wait_s: f64,
 }
 
+/// Audio a final decodes: samples and VAD probabilities from absolute sample `start`, the end of
+/// its speech, and the language its partials settled on.
+struct FinalWindow<'a> {
+    audio: &'a [f32],
+    probs: &'a [f32],
+    start: u64,
+    last_voiced_end: u64,
+    language: Option<&'a String>,
+}
+
 struct Segment {
     /// Absolute sample of `audio[0]`.
     start: u64,
@@ -506,10 +516,15 @@ impl Captioner {
 
     /// Options for a final decode of the audio from absolute sample `start` to `end`, following
     /// the language policy.
-    fn final_options(&mut self, start: u64, end: u64) -> Result<DecodeOptions, CaptionError> {
+    fn final_options(
+        &mut self,
+        start: u64,
+        end: u64,
+        segment_language: Option<&String>,
+    ) -> Result<DecodeOptions, CaptionError> {
         let voice = self.voice_of(start, end)?;
         Ok(DecodeOptions {
-            language: self.language_for(true, voice),
+            language: self.language_for(segment_language, voice),
             timestamps: self.settings.timestamps,
             context: self.context.clone(),
             context_language: self.context_language.clone(),
@@ -564,14 +579,16 @@ impl Captioner {
         }))
     }
 
-    /// The language to decode with. With `auto`, the language detected last is locked: finals
-    /// detect again and keep it unless another is confidently detected; partials do the same
-    /// against the language of the segment's previous partial (a one-step decode), so a
-    /// speaker switching language is followed from the segment's first partials instead of
-    /// being transcribed (or translated) in the previous one. With diarization the lock is per
-    /// voice: a voice heard for the first time is detected freely, so two people speaking
-    /// different languages on one microphone each keep theirs.
-    fn language_for(&self, is_final: bool, voice: Option<usize>) -> Language {
+    /// The language to decode with. With `auto`, the language detected last is locked: every
+    /// decode detects again (a one-step decode) and keeps it unless another is confidently
+    /// detected. Within a segment, the language its partials settled on (`segment`) is the one
+    /// detected last, so a speaker switching language is followed from the turn's first
+    /// partials, and its final keeps that language instead of being transcribed (or translated)
+    /// in the previous turn's; a segment without partials (input behind) falls back on the
+    /// stream's lock. With diarization the lock is per voice: a voice heard for the first time
+    /// is detected freely, so two people speaking different languages on one microphone each
+    /// keep theirs.
+    fn language_for(&self, segment: Option<&String>, voice: Option<usize>) -> Language {
         match &self.settings.language {
             LanguageSetting::Fixed(code) => Language::Fixed(code.clone()),
             LanguageSetting::Auto => {
@@ -579,11 +596,7 @@ impl Captioner {
                     Some(v) => self.voice_languages.get(&v),
                     None => self.locked_language.as_ref(),
                 };
-                let segment = self.seg.as_ref().and_then(|s| s.language.as_ref());
-                let prefer = match is_final {
-                    false => segment.or(locked),
-                    true => locked,
-                };
+                let prefer = segment.or(locked);
                 Language::Detect {
                     prefer: prefer.cloned(),
                     switch_confidence: self.settings.language_switch_confidence,
@@ -595,8 +608,9 @@ impl Captioner {
 
     /// Decodes the open segment's audio up to absolute sample `end` as a final would.
     fn decode_final_audio(&mut self, end: u64) -> Result<Decoded, CaptionError> {
-        let start = self.seg.as_ref().expect("segment is open").start;
-        let opts = self.final_options(start, end)?;
+        let seg = self.seg.as_ref().expect("segment is open");
+        let (start, language) = (seg.start, seg.language.clone());
+        let opts = self.final_options(start, end, language.as_ref())?;
         let seg = self.seg.as_ref().expect("segment is open");
         let n = ((end - seg.start) as usize).min(seg.audio.len());
         let t = std::time::Instant::now();
@@ -611,7 +625,8 @@ impl Captioner {
             (Some(d), LanguageSetting::Auto) => d.worker.with_labels(|l| l.current()),
             _ => None,
         };
-        let language = self.language_for(false, voice);
+        let language =
+            self.language_for(self.seg.as_ref().and_then(|s| s.language.as_ref()), voice);
         let seg = self.seg.as_mut().expect("segment is open");
         let interval = ms_to_samples(self.settings.partial_interval_ms);
         // partial times that passed while the captioner was catching up
@@ -668,6 +683,19 @@ impl Captioner {
                 opts.language = Language::Fixed(new.language.clone().unwrap_or_default());
                 d = self.whisper.transcribe(&seg.audio, &opts);
             }
+        }
+        if let Ok(echo) = &d
+            && echo.guards.contains(&Guard::ContextEcho)
+            && !opts.prefix.is_empty()
+        {
+            // the agreed prefix itself repeats the previous caption: drop it and start over
+            seg.agreement = Agreement::new(self.settings.stable_agreement as usize);
+            seg.hypothesis = Hypothesis::default();
+            min_text_tokens = 0;
+            opts.prefix.clear();
+            opts.min_text_tokens = 0;
+            opts.context.clear();
+            d = self.whisper.transcribe(&seg.audio, &opts);
         }
         self.stats.asr_s += t.elapsed().as_secs_f64();
         let d = d?;
@@ -911,14 +939,14 @@ impl Captioner {
         };
         let n = (end - seg.start) as usize;
         let n_frames = n.div_ceil(FRAME_SAMPLES).min(seg.probs.len());
-        let (timed, language) = self.final_words(
-            &seg.audio[..n],
-            &seg.probs[..n_frames],
-            seg.start,
-            seg.last_voiced_end.min(end),
-            pre,
-            0,
-        )?;
+        let window = FinalWindow {
+            audio: &seg.audio[..n],
+            probs: &seg.probs[..n_frames],
+            start: seg.start,
+            last_voiced_end: seg.last_voiced_end.min(end),
+            language: seg.language.as_ref(),
+        };
+        let (timed, language) = self.final_words(window, pre, 0)?;
         if let Some(lang) = &language
             && !timed.is_empty()
             && self.settings.language == LanguageSetting::Auto
@@ -1061,17 +1089,22 @@ impl Captioner {
     /// rarely loop, and this loses less speech than dropping the whole window.
     fn final_words(
         &mut self,
-        audio: &[f32],
-        probs: &[f32],
-        start: u64,
-        last_voiced_end: u64,
+        window: FinalWindow<'_>,
         pre: Option<Decoded>,
         depth: u32,
     ) -> Result<(Vec<TimedWord>, Option<String>), CaptionError> {
+        let FinalWindow {
+            audio,
+            probs,
+            start,
+            last_voiced_end,
+            language: segment_language,
+        } = window;
         let decoded = match pre {
             Some(d) => d,
             None => {
-                let opts = self.final_options(start, start + audio.len() as u64)?;
+                let opts =
+                    self.final_options(start, start + audio.len() as u64, segment_language)?;
                 let t = std::time::Instant::now();
                 let d = self.whisper.transcribe(audio, &opts);
                 self.stats.asr_s += t.elapsed().as_secs_f64();
@@ -1114,22 +1147,22 @@ impl Captioner {
                 .unwrap_or(lo);
             let cut_sample = cut * FRAME_SAMPLES;
             let mid = start + cut_sample as u64;
-            let (mut left, left_lang) = self.final_words(
-                &audio[..cut_sample],
-                &probs[..cut],
+            let left_window = FinalWindow {
+                audio: &audio[..cut_sample],
+                probs: &probs[..cut],
                 start,
-                last_voiced_end.min(mid),
-                None,
-                depth + 1,
-            )?;
-            let (right, right_lang) = self.final_words(
-                &audio[cut_sample..],
-                &probs[cut..],
-                mid,
-                last_voiced_end.max(mid),
-                None,
-                depth + 1,
-            )?;
+                last_voiced_end: last_voiced_end.min(mid),
+                language: segment_language,
+            };
+            let (mut left, left_lang) = self.final_words(left_window, None, depth + 1)?;
+            let right_window = FinalWindow {
+                audio: &audio[cut_sample..],
+                probs: &probs[cut..],
+                start: mid,
+                last_voiced_end: last_voiced_end.max(mid),
+                language: segment_language,
+            };
+            let (right, right_lang) = self.final_words(right_window, None, depth + 1)?;
             left.extend(right);
             return Ok((left, right_lang.or(left_lang)));
         }
