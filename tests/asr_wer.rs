@@ -297,6 +297,86 @@ fn auto_language_list_must_be_known_to_the_model() {
     );
 }
 
+/// Captions a dev-corpus meeting with `language = auto`, partials on (input never pending).
+fn caption_auto(meeting: &str) -> Vec<soustitre::captions::CaptionEvent> {
+    let audio = read_wav(&corpus(&format!("{meeting}/meeting.wav")));
+    let mut c = engine("whisper-base")
+        .captioner(settings("auto"), "mix", Box::new(|| 0.0))
+        .unwrap();
+    let mut events = Vec::new();
+    for chunk in audio.chunks(320) {
+        c.push(chunk, false, &mut events).unwrap();
+    }
+    c.finish(&mut events).unwrap();
+    events
+}
+
+/// Events whose span only overlaps reference turns of one language (by more than 0.3 s), as
+/// (expected language, event); the others (turns of both languages) have no single answer.
+fn with_expected_language<'a>(
+    meeting: &str,
+    events: &'a [soustitre::captions::CaptionEvent],
+) -> Vec<(String, &'a soustitre::captions::CaptionEvent)> {
+    let text = std::fs::read_to_string(corpus(&format!("{meeting}/meeting.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let turns: Vec<(f64, f64, String)> = v["utterances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["start"].as_f64().unwrap(),
+                u["end"].as_f64().unwrap(),
+                u["language"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    events
+        .iter()
+        .filter_map(|e| {
+            let mut langs: Vec<&String> = turns
+                .iter()
+                .filter(|(s, t, _)| e.end.min(*t) - e.start.max(*s) > 0.3)
+                .map(|(_, _, l)| l)
+                .collect();
+            langs.sort();
+            langs.dedup();
+            match langs.as_slice() {
+                [l] => Some(((*l).clone(), e)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn auto_finals_keep_the_language_of_their_partials() {
+    // a French turn right after an English one: its partials switch to French, and its final
+    // must not fall back to the English of the previous turn (an English "translation")
+    for meeting in ["meetings/fr_3spk", "meetings/mix_enfr_3spk"] {
+        let events = caption_auto(meeting);
+        let finals: Vec<_> = with_expected_language(meeting, &events)
+            .into_iter()
+            .filter(|(_, e)| e.is_final())
+            .collect();
+        assert!(
+            finals.len() >= 3,
+            "{meeting}: {} finals checked",
+            finals.len()
+        );
+        for (lang, e) in finals {
+            assert_eq!(
+                e.language.as_deref(),
+                Some(lang.as_str()),
+                "{meeting} [{:.2}-{:.2}]: {}",
+                e.start,
+                e.end,
+                e.text
+            );
+        }
+    }
+}
+
 #[test]
 fn auto_partials_follow_the_spoken_language() {
     // one microphone, English and French turns: each partial is decoded in the language being
