@@ -317,20 +317,7 @@ fn with_expected_language<'a>(
     meeting: &str,
     events: &'a [soustitre::captions::CaptionEvent],
 ) -> Vec<(String, &'a soustitre::captions::CaptionEvent)> {
-    let text = std::fs::read_to_string(corpus(&format!("{meeting}/meeting.json"))).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let turns: Vec<(f64, f64, String)> = v["utterances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["start"].as_f64().unwrap(),
-                u["end"].as_f64().unwrap(),
-                u["language"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let turns = reference_turns(meeting);
     events
         .iter()
         .filter_map(|e| {
@@ -383,29 +370,8 @@ fn auto_partials_follow_the_spoken_language() {
     // spoken, not in the one the stream was locked on before (which would show an English
     // translation of French speech, or drop it)
     let meeting = "meetings/mix_enfr_3spk";
-    let text = std::fs::read_to_string(corpus(&format!("{meeting}/meeting.json"))).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let turns: Vec<(f64, f64, String)> = v["utterances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["start"].as_f64().unwrap(),
-                u["end"].as_f64().unwrap(),
-                u["language"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let audio = read_wav(&corpus(&format!("{meeting}/meeting.wav")));
-    let mut c = engine("whisper-base")
-        .captioner(settings("auto"), "mix", Box::new(|| 0.0))
-        .unwrap();
-    let mut events = Vec::new();
-    for chunk in audio.chunks(320) {
-        c.push(chunk, false, &mut events).unwrap();
-    }
-    c.finish(&mut events).unwrap();
+    let turns = reference_turns(meeting);
+    let events = caption_auto(meeting);
     let (mut right, mut wrong) = ([0usize; 2], Vec::new());
     for e in events.iter().filter(|e| !e.is_final()) {
         // partials lying within one turn (at least 80 % of their span)

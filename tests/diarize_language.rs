@@ -41,24 +41,6 @@ fn caption(audio: &[f32], mut sizes: impl FnMut() -> usize) -> Vec<CaptionEvent>
     out
 }
 
-/// (start, end, language) of the reference utterances.
-fn reference_languages() -> Vec<(f64, f64, String)> {
-    let text = std::fs::read_to_string(corpus(&format!("{MEETING}/meeting.json"))).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["utterances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            (
-                u["start"].as_f64().unwrap(),
-                u["end"].as_f64().unwrap(),
-                u["language"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn each_voice_keeps_its_language_and_finals_do_not_depend_on_slicing() {
     let audio = read_wav(&corpus(&format!("{MEETING}/meeting.wav")));
@@ -69,7 +51,7 @@ fn each_voice_keeps_its_language_and_finals_do_not_depend_on_slicing() {
         .iter()
         .filter(|e| e.is_final() && !e.text.is_empty())
         .collect();
-    let refs = reference_languages();
+    let refs = reference_turns(MEETING);
     let mut checked = [0usize; 2];
     for f in &finals {
         // the reference utterance covering most of the final

@@ -121,7 +121,8 @@ pub enum Guard {
     NoSpeech,
     /// The token budget ran out.
     TokenBudget,
-    /// The decoder repeated the context instead of transcribing; decoded again without it.
+    /// The decoder repeated the context instead of transcribing; decoded again without it
+    /// (with a forced prefix, which may hold the copy, the caller decodes again).
     ContextEcho,
 }
 
@@ -271,7 +272,7 @@ impl Whisper {
             || opts.context_language == language;
         let context = if same_language { context } else { &[] };
         let audio_s = audio.len() as f32 / 16_000.0;
-        let first = self.decode(
+        let mut first = self.decode(
             audio_s,
             &cross_k,
             &cross_v,
@@ -280,6 +281,11 @@ impl Whisper {
             opts,
         )?;
         if context.is_empty() || !context_echo(&first.text_tokens, context) {
+            return Ok(first);
+        }
+        if !opts.prefix.is_empty() {
+            // the forced prefix may hold the copy: the caller, who chose it, decodes again
+            first.guards.insert(0, Guard::ContextEcho);
             return Ok(first);
         }
         // the decoder copied the previous text instead of hearing the audio (Whisper does this

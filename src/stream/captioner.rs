@@ -162,6 +162,12 @@ impl Segment {
     fn end(&self) -> u64 {
         self.start + self.audio.len() as u64
     }
+
+    /// Forgets what the segment's hypotheses agreed on and were pushed past.
+    fn start_over(&mut self, stable_agreement: u32) {
+        self.agreement = Agreement::new(stable_agreement as usize);
+        self.hypothesis = Hypothesis::default();
+    }
 }
 
 /// The captioner of one track.
@@ -674,8 +680,7 @@ impl Captioner {
                 to = ?new.language,
                 "partial language switch"
             );
-            seg.agreement = Agreement::new(self.settings.stable_agreement as usize);
-            seg.hypothesis = Hypothesis::default();
+            seg.start_over(self.settings.stable_agreement);
             min_text_tokens = 0;
             if !opts.prefix.is_empty() || opts.min_text_tokens > 0 {
                 opts.prefix.clear();
@@ -689,8 +694,7 @@ impl Captioner {
             && !opts.prefix.is_empty()
         {
             // the agreed prefix itself repeats the previous caption: drop it and start over
-            seg.agreement = Agreement::new(self.settings.stable_agreement as usize);
-            seg.hypothesis = Hypothesis::default();
+            seg.start_over(self.settings.stable_agreement);
             min_text_tokens = 0;
             opts.prefix.clear();
             opts.min_text_tokens = 0;

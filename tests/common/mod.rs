@@ -182,3 +182,21 @@ pub fn rttm_speakers(path: &Path) -> usize {
     v.dedup();
     v.len()
 }
+
+/// (start, end, language) of the reference utterances of a dev-corpus meeting (`meetings/NAME`).
+pub fn reference_turns(meeting: &str) -> Vec<(f64, f64, String)> {
+    let text = std::fs::read_to_string(corpus(&format!("{meeting}/meeting.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["utterances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["start"].as_f64().unwrap(),
+                u["end"].as_f64().unwrap(),
+                u["language"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
