@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 pub use config::WhisperConfig;
 pub use mel::MelFrontend;
 pub use whisper::{
-    CONTEXT_PAD_FRAMES, DecodeOptions, Decoded, Guard, LOGPROB_THRESHOLD, Language,
-    MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S, TimedText, Whisper, compression_ratio,
-    repeated_ngram_cut, repetition_cut,
+    CONTEXT_PAD_FRAMES, DecodeOptions, Decoded, ENGLISH_SWITCH_CONFIDENCE, Guard,
+    LOGPROB_THRESHOLD, Language, MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S, TimedText, Whisper,
+    compression_ratio, repeated_ngram_cut, repetition_cut,
 };
 
 use crate::onnx::OnnxError;

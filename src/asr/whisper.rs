@@ -43,6 +43,14 @@ pub const LOGPROB_THRESHOLD: f32 = -1.0;
 /// 223; a sentence or two is what helps, and every token lengthens each decoder step).
 pub const MAX_CONTEXT_TOKENS: usize = 96;
 
+/// Probability English must be detected with to replace another preferred language on audio
+/// shorter than [`SHORT_AUDIO_S`]: Whisper's identification of a second or two of speech
+/// leans towards English (speech in another language is often heard as English with 0.6-0.9,
+/// English as another language hardly ever), so hearing English there must be surer.
+pub const ENGLISH_SWITCH_CONFIDENCE: f32 = 0.95;
+/// Audio shorter than this (seconds) gets the English-leaning correction above.
+pub const SHORT_AUDIO_S: f32 = 2.5;
+
 /// How the decoder chooses the language.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Language {
@@ -51,7 +59,7 @@ pub enum Language {
     /// Detect it from the language token, choosing among the codes of `among` (probabilities
     /// renormalised over them; empty: every language the model knows). When `prefer` is set,
     /// it is kept unless another language is detected with at least `switch_confidence`
-    /// probability.
+    /// probability ([`ENGLISH_SWITCH_CONFIDENCE`] for English on short audio).
     Detect {
         prefer: Option<String>,
         switch_confidence: f32,
@@ -239,12 +247,31 @@ impl Whisper {
             .is_some_and(|s| s.starts_with('\u{120}'))
     }
 
+    /// The most probable language of `audio` among `among` (every language the model knows
+    /// when empty) and its probability renormalised over them: one encoder pass and one
+    /// decoder step. An English-only model answers `en` with certainty.
+    pub fn identify_language(
+        &mut self,
+        audio: &[f32],
+        among: &[String],
+    ) -> Result<(String, f32), AsrError> {
+        if !self.config.multilingual {
+            return Ok(("en".into(), 1.0));
+        }
+        let audio_frames = audio.len().div_ceil(HOP);
+        let n_frames = ((audio_frames + CONTEXT_PAD_FRAMES).div_ceil(2) * 2).min(MAX_FRAMES);
+        let mel = self.mel.compute(audio, n_frames)?;
+        let (cross_k, cross_v) = self.encode(&mel, n_frames)?;
+        self.detect_language(&cross_k, &cross_v, among)
+    }
+
     /// Decodes `audio` (16 kHz mono, at most 30 s; longer audio is cut).
     pub fn transcribe(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Decoded, AsrError> {
         let audio_frames = audio.len().div_ceil(HOP);
         let n_frames = ((audio_frames + CONTEXT_PAD_FRAMES).div_ceil(2) * 2).min(MAX_FRAMES);
         let mel = self.mel.compute(audio, n_frames)?;
         let (cross_k, cross_v) = self.encode(&mel, n_frames)?;
+        let audio_s = audio.len() as f32 / 16_000.0;
 
         let (language, language_prob) = if !self.config.multilingual {
             (None, 1.0)
@@ -257,12 +284,16 @@ impl Whisper {
                     among,
                 } => {
                     let (code, p) = self.detect_language(&cross_k, &cross_v, among)?;
-                    match prefer {
-                        Some(pref) if *pref != code && p < *switch_confidence => {
-                            (Some(pref.clone()), p)
-                        }
-                        _ => (Some(code), p),
-                    }
+                    tracing::trace!(
+                        audio_s,
+                        detected = %code,
+                        p,
+                        prefer = ?prefer,
+                        "language decision"
+                    );
+                    let chosen =
+                        choose_language(code, p, prefer.as_ref(), *switch_confidence, audio_s);
+                    (Some(chosen), p)
                 }
             }
         };
@@ -271,7 +302,6 @@ impl Whisper {
             || opts.context_language.is_none()
             || opts.context_language == language;
         let context = if same_language { context } else { &[] };
-        let audio_s = audio.len() as f32 / 16_000.0;
         let mut first = self.decode(
             audio_s,
             &cross_k,
@@ -707,6 +737,27 @@ fn apply_timestamp_rules(
     }
 }
 
+/// The language to decode in when `detected` was identified with probability `p` on
+/// `audio_s` seconds: `prefer` is kept unless `detected` reaches `switch_confidence`
+/// ([`ENGLISH_SWITCH_CONFIDENCE`] for English on audio shorter than [`SHORT_AUDIO_S`]).
+fn choose_language(
+    detected: String,
+    p: f32,
+    prefer: Option<&String>,
+    switch_confidence: f32,
+    audio_s: f32,
+) -> String {
+    let needed = if detected == "en" && audio_s < SHORT_AUDIO_S {
+        switch_confidence.max(ENGLISH_SWITCH_CONFIDENCE)
+    } else {
+        switch_confidence
+    };
+    match prefer {
+        Some(pref) if *pref != detected && p < needed => pref.clone(),
+        _ => detected,
+    }
+}
+
 /// Index of the best token and its log-probability.
 fn argmax_logprob(logits: &[f32]) -> (u32, f32) {
     let mut best = 0usize;
@@ -814,6 +865,24 @@ pub fn compression_ratio(text: &str) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn english_on_short_audio_must_be_surer() {
+        let (en, fr) = (String::from("en"), String::from("fr"));
+        let choose = |d: &str, p, prefer, s| choose_language(d.into(), p, prefer, 0.7, s);
+        // a second of French heard as English (0.9): the preferred French stays
+        assert_eq!(choose("en", 0.9, Some(&fr), 1.0), "fr");
+        assert_eq!(choose("en", 0.97, Some(&fr), 1.0), "en");
+        // longer audio: the usual switch confidence
+        assert_eq!(choose("en", 0.8, Some(&fr), 4.0), "en");
+        assert_eq!(choose("en", 0.6, Some(&fr), 4.0), "fr");
+        // leaving English for another language is not made harder
+        assert_eq!(choose("fr", 0.75, Some(&en), 1.0), "fr");
+        assert_eq!(choose("fr", 0.65, Some(&en), 1.0), "en");
+        // nothing preferred: the detection, whatever its probability
+        assert_eq!(choose("en", 0.55, None, 0.5), "en");
+        assert_eq!(choose("en", 0.55, Some(&en), 0.5), "en");
+    }
 
     #[test]
     fn a_copy_of_the_context_is_an_echo() {

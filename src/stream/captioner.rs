@@ -26,8 +26,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::asr::{
-    AsrError, DecodeOptions, Decoded, Guard, LOGPROB_THRESHOLD, Language, MAX_CONTEXT_TOKENS,
-    TIMESTAMP_STEP_S, Whisper,
+    AsrError, DecodeOptions, Decoded, ENGLISH_SWITCH_CONFIDENCE, Guard, LOGPROB_THRESHOLD,
+    Language, MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S, Whisper,
 };
 use crate::captions::{CaptionEvent, EventKind, Word};
 use crate::diarize::track::speaker_runs;
@@ -69,6 +69,20 @@ const CHANGE_HORIZON_MS: u32 = 128;
 /// estimated change.
 const CHANGE_SEARCH_S: f64 = 0.4;
 
+/// Latest audio of a segment whose language is probed (`auto`), seconds: long enough for a
+/// usable detection, short enough to lie mostly in one speaker's turn.
+const LANGUAGE_PROBE_S: f64 = 2.0;
+/// A segment is probed once this much audio precedes the probed tail, seconds (the part cut
+/// off must hold speech of its own).
+const LANGUAGE_PROBE_LEFT_S: f64 = 1.0;
+/// Probability of another language that a tail probe must find, twice in a row, to cut the
+/// segment ([`ENGLISH_SWITCH_CONFIDENCE`] for English: the probe is short audio).
+const LANGUAGE_CUT_CONFIDENCE: f32 = 0.7;
+/// A language cut falls in the pause found between this long before the probed tail and
+/// [`LANGUAGE_CUT_GUARD_S`] before the current frame, seconds.
+const LANGUAGE_CUT_SEARCH_S: f64 = 1.5;
+const LANGUAGE_CUT_GUARD_S: f64 = 0.8;
+
 /// Errors of the captioning loop.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptionError {
@@ -101,6 +115,9 @@ pub struct CaptionerStats {
     pub speculative_misses: u64,
     /// Decodes cut or dropped by a hallucination guard.
     pub guarded: u64,
+    /// Language probes of a segment's latest audio (`auto`), and the cuts they made.
+    pub language_probes: u64,
+    pub language_cuts: u64,
     /// Seconds spent in the speaker-embedding model (on the diarization thread).
     pub diarize_s: f64,
     /// Speaker-embedding windows computed.
@@ -140,6 +157,9 @@ struct Segment {
     language: Option<String>,
     /// A final decode made ahead of the endpoint: (absolute end sample, result).
     speculative: Option<(u64, Decoded)>,
+    /// Another language the latest tail probe confidently heard (`auto` only): a second
+    /// probe agreeing with it cuts the segment.
+    probe: Option<String>,
 }
 
 /// The latest partial hypothesis of a segment, as the partial policy needs it.
@@ -443,6 +463,7 @@ impl Captioner {
                     agreement: Agreement::new(s.stable_agreement as usize),
                     language: None,
                     speculative: None,
+                    probe: None,
                 });
             } else {
                 self.preroll.push_back((*frame, p));
@@ -625,7 +646,94 @@ impl Captioner {
         Ok(d?)
     }
 
+    /// A partial, then (`auto`) a probe of the latest audio's language, which may cut the
+    /// segment where another language started.
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        self.partial_decode(out)?;
+        if let Some((cut, language)) = self.language_change_cut()? {
+            self.stats.language_cuts += 1;
+            self.cut_at(cut, out)?;
+            if let Some(seg) = self.seg.as_mut() {
+                // the rest already holds seconds of speech never shown in its language
+                seg.language = Some(language);
+                seg.next_partial_at = self.pos;
+            }
+        }
+        Ok(())
+    }
+
+    /// With `language = auto`: the frame (index in the open segment) where it should be cut
+    /// because its latest [`LANGUAGE_PROBE_S`] are confidently in another language than the
+    /// one its partials decode in, twice in a row (the probes are [`partial_interval_ms`]
+    /// apart), and that language. Turns in two languages that follow each other with a pause
+    /// shorter than the endpoint silence, or overlap, then get a final each, in their own
+    /// language, instead of one being translated into the other or dropped. The cut is at the
+    /// longest pause (then the quietest frame) between [`LANGUAGE_CUT_SEARCH_S`] before the
+    /// probed tail and [`LANGUAGE_CUT_GUARD_S`] before now.
+    ///
+    /// [`partial_interval_ms`]: StreamSettings::partial_interval_ms
+    fn language_change_cut(&mut self) -> Result<Option<(usize, String)>, CaptionError> {
+        if self.settings.language != LanguageSetting::Auto || !self.settings.language_change_cut {
+            return Ok(None);
+        }
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(None);
+        };
+        let Some(current) = seg.language.clone() else {
+            return Ok(None);
+        };
+        let tail = (LANGUAGE_PROBE_S * SAMPLE_RATE) as usize;
+        let left = (LANGUAGE_PROBE_LEFT_S * SAMPLE_RATE) as usize;
+        let n = seg.audio.len();
+        if n < tail + left {
+            return Ok(None);
+        }
+        let t = std::time::Instant::now();
+        let probed = self
+            .whisper
+            .identify_language(&seg.audio[n - tail..], &self.settings.auto_languages);
+        self.stats.asr_s += t.elapsed().as_secs_f64();
+        self.stats.language_probes += 1;
+        let (code, p) = probed?;
+        let seg = self.seg.as_mut().expect("segment is open");
+        tracing::trace!(track = %self.track, at_s = self.pos as f64 / SAMPLE_RATE, current = %current, heard = %code, p, "tail probe");
+        let needed = if code == "en" {
+            ENGLISH_SWITCH_CONFIDENCE
+        } else {
+            LANGUAGE_CUT_CONFIDENCE
+        };
+        if code == current || p < needed {
+            seg.probe = None;
+            return Ok(None);
+        }
+        tracing::debug!(
+            track = %self.track,
+            at_s = self.pos as f64 / SAMPLE_RATE,
+            from = %current,
+            to = %code,
+            p,
+            confirmed = seg.probe.as_deref() == Some(code.as_str()),
+            "language probe"
+        );
+        if seg.probe.as_deref() != Some(code.as_str()) {
+            seg.probe = Some(code);
+            return Ok(None);
+        }
+        seg.probe = None;
+        let frames = seg.probs.len();
+        let lo = ((n - tail) as f64 / SAMPLE_RATE - LANGUAGE_CUT_SEARCH_S) / FRAME_S;
+        let lo = (lo.max(0.0) as usize).max((LANGUAGE_PROBE_LEFT_S / FRAME_S) as usize);
+        let hi = frames.saturating_sub((LANGUAGE_CUT_GUARD_S / FRAME_S) as usize);
+        if lo >= hi {
+            return Ok(None);
+        }
+        Ok(Some((
+            pause_in(&seg.probs[lo..hi], self.settings.vad_release) + lo,
+            code,
+        )))
+    }
+
+    fn partial_decode(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
         // partials do not wait for the diarization thread: the latest window's voice
         let voice = match (&self.diarizer, &self.settings.language) {
             (Some(d), LanguageSetting::Auto) => d.worker.with_labels(|l| l.current()),
@@ -916,6 +1024,7 @@ impl Captioner {
             agreement: Agreement::new(self.settings.stable_agreement as usize),
             language: None,
             speculative: None,
+            probe: None,
         });
         Ok(())
     }
@@ -1263,10 +1372,63 @@ impl Captioner {
     }
 }
 
+/// Index of the frame to cut at in `probs`: the middle of the longest run of frames under
+/// `release` (the latest of equally long runs), else the quietest frame (the latest of equals).
+fn pause_in(probs: &[f32], release: f32) -> usize {
+    let mut best: Option<(usize, usize)> = None; // (length, middle)
+    let mut run_start = None;
+    for i in 0..=probs.len() {
+        let quiet = i < probs.len() && probs[i] < release;
+        match (quiet, run_start) {
+            (true, None) => run_start = Some(i),
+            (false, Some(s)) => {
+                let len = i - s;
+                if best.is_none_or(|(l, _)| len >= l) {
+                    best = Some((len, s + len / 2));
+                }
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some((_, mid)) = best {
+        return mid;
+    }
+    let mut q = 0;
+    for (i, p) in probs.iter().enumerate() {
+        if *p <= probs[q] {
+            q = i;
+        }
+    }
+    q
+}
+
 fn ms_to_samples(ms: u32) -> u64 {
     ms as u64 * 16
 }
 
 fn round_ms(t: f64) -> f64 {
     (t * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pause_in;
+
+    #[test]
+    fn a_cut_falls_in_the_longest_pause() {
+        let (v, q) = (0.9, 0.1);
+        // a 2-frame pause, then a 4-frame one: the middle of the longer
+        let probs = [v, q, q, v, v, q, q, q, q, v, v];
+        assert_eq!(pause_in(&probs, 0.35), 7);
+        // equally long pauses: the latest
+        let probs = [v, q, q, v, q, q, v];
+        assert_eq!(pause_in(&probs, 0.35), 5);
+        // a pause running to the end of the range counts
+        let probs = [v, q, v, v, q, q, q];
+        assert_eq!(pause_in(&probs, 0.35), 5);
+        // no frame under the release probability: the quietest (the latest of equals)
+        let probs = [0.9, 0.6, 0.8, 0.6, 0.95];
+        assert_eq!(pause_in(&probs, 0.35), 3);
+    }
 }

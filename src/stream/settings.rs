@@ -139,6 +139,14 @@ pub struct StreamSettings {
     /// Languages `auto` detects among (codes; empty: every language of the model). A short
     /// list makes detection much steadier on short segments and accented speech.
     pub auto_languages: Vec<String>,
+    /// With `language = auto`: probe the language of each growing segment's latest 2 s at
+    /// every partial and cut the segment where another language starts, so turns in two
+    /// languages that follow each other without an endpoint pause (people sharing a
+    /// microphone without diarization, a speaker switching language) each get a final in their
+    /// own language instead of one being translated into the other or dropped. Costs one short
+    /// encoder pass per partial; the final of a cut turn comes 2-3 s after its end (the new
+    /// language must fill most of the probe first). Ignored with a fixed language.
+    pub language_change_cut: bool,
     /// Decode finals with timestamp tokens (better word times).
     pub timestamps: bool,
     /// Give the recognizer the text of the track's previous finals (in the same language) as
@@ -166,6 +174,7 @@ impl Default for StreamSettings {
             revision_window_ms: DEFAULT_REVISION_WINDOW_MS,
             language_switch_confidence: DEFAULT_LANGUAGE_SWITCH_CONFIDENCE,
             auto_languages: DEFAULT_AUTO_LANGUAGES.map(String::from).to_vec(),
+            language_change_cut: false,
             timestamps: true,
             condition_on_previous_text: true,
         }
