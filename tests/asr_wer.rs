@@ -446,13 +446,15 @@ fn auto_finals_keep_the_language_of_their_partials() {
     }
 }
 
+/// A partial in the wrong language: the turn's language, the partial's, its text.
+type Misheard = (String, Option<String>, String);
+
 /// Partials of `events` lying within one reference turn (at least 80 % of their span): how
-/// many carry its language (English, French), and the others (turn language, partial
-/// language, text).
+/// many carry its language (English, French), and the others.
 fn partial_languages(
     meeting: &str,
     events: &[soustitre::captions::CaptionEvent],
-) -> ([usize; 2], Vec<(String, Option<String>, String)>) {
+) -> ([usize; 2], Vec<Misheard>) {
     let turns = reference_turns(meeting);
     let (mut right, mut wrong) = ([0usize; 2], Vec::new());
     for e in events.iter().filter(|e| !e.is_final()) {
