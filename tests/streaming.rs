@@ -193,27 +193,32 @@ fn late_rewrites(events: &[CaptionEvent], window_s: f64) -> Vec<(String, usize, 
 #[test]
 fn revision_window_keeps_words_once_read() {
     // words shown longer than the revision window ago stay as shown until the final; without
-    // the window the recognizer does rewrite such words on these files
+    // the window the recognizer does rewrite such words on these files (the French ones)
     let files = [
-        "meetings/en_3spk/meeting.wav",
-        "meetings/en_3spk/tracks/A.wav",
-        "meetings/en_3spk/tracks/C.wav",
-        "utterances/synth/en_02.wav",
+        ("meetings/en_3spk/meeting.wav", "en"),
+        ("meetings/en_3spk/tracks/A.wav", "en"),
+        ("meetings/en_3spk/tracks/C.wav", "en"),
+        ("utterances/synth/en_02.wav", "en"),
+        ("utterances/synth/fr_02.wav", "fr"),
+        ("utterances/synth/fr_03.wav", "fr"),
     ];
     let window = StreamSettings::default().revision_window_ms;
     assert!(window > 0, "on by default");
-    let audio: Vec<Vec<f32>> = files.iter().map(|f| read_wav(&corpus(f))).collect();
     let mut unlimited = Vec::new();
-    for (f, a) in files.iter().zip(&audio) {
-        let events = run(&en(), a, || 320, false);
-        let late = late_rewrites(&events, window as f64 / 1000.0);
+    for (f, language) in files {
+        let a = read_wav(&corpus(f));
+        let s = StreamSettings {
+            language: LanguageSetting::Fixed(language.into()),
+            ..Default::default()
+        };
+        let late = late_rewrites(&run(&s, &a, || 320, false), window as f64 / 1000.0);
         assert!(late.is_empty(), "{f}: {late:?}");
         let off = StreamSettings {
             revision_window_ms: 0,
-            ..en()
+            ..s
         };
         unlimited.extend(late_rewrites(
-            &run(&off, a, || 320, false),
+            &run(&off, &a, || 320, false),
             window as f64 / 1000.0,
         ));
     }
@@ -292,4 +297,33 @@ fn a_gap_closes_the_segment_and_shifts_time() {
         after.start
     );
     assert!(after.end <= audio.len() as f64 / 16_000.0 + 2.0 + 0.05);
+}
+
+#[test]
+fn partials_do_not_start_over() {
+    // on audio cut mid-speech the recognizer sometimes starts the utterance over inside one
+    // hypothesis ("The security team recommends that the security team recommend..."): no
+    // partial may show its first three words twice
+    let norm = |w: &str| -> String {
+        w.chars()
+            .filter(|c| c.is_alphanumeric() || *c == '\'')
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let mut partials = 0;
+    for f in [
+        "utterances/synth/en_02.wav",
+        "meetings/en_3spk/tracks/C.wav",
+        "meetings/en_3spk/meeting.wav",
+    ] {
+        let events = run(&en(), &read_wav(&corpus(f)), || 320, false);
+        for e in events.iter().filter(|e| e.kind == EventKind::Partial) {
+            partials += 1;
+            let w: Vec<String> = e.text.split_whitespace().map(norm).collect();
+            let again =
+                w.len() >= 3 && (3..w.len().saturating_sub(2)).any(|k| w[k..k + 3] == w[..3]);
+            assert!(!again, "{f}: {}", e.text);
+        }
+    }
+    assert!(partials >= 50, "{partials} partials");
 }

@@ -258,19 +258,21 @@ impl Whisper {
         if !self.config.multilingual {
             return Ok(("en".into(), 1.0));
         }
+        let (cross_k, cross_v) = self.encode_audio(audio)?;
+        self.detect_language(&cross_k, &cross_v, among)
+    }
+
+    /// Mel and encoder over `audio` (the context truncated to it plus [`CONTEXT_PAD_FRAMES`]).
+    fn encode_audio(&mut self, audio: &[f32]) -> Result<(DynValue, DynValue), AsrError> {
         let audio_frames = audio.len().div_ceil(HOP);
         let n_frames = ((audio_frames + CONTEXT_PAD_FRAMES).div_ceil(2) * 2).min(MAX_FRAMES);
         let mel = self.mel.compute(audio, n_frames)?;
-        let (cross_k, cross_v) = self.encode(&mel, n_frames)?;
-        self.detect_language(&cross_k, &cross_v, among)
+        self.encode(&mel, n_frames)
     }
 
     /// Decodes `audio` (16 kHz mono, at most 30 s; longer audio is cut).
     pub fn transcribe(&mut self, audio: &[f32], opts: &DecodeOptions) -> Result<Decoded, AsrError> {
-        let audio_frames = audio.len().div_ceil(HOP);
-        let n_frames = ((audio_frames + CONTEXT_PAD_FRAMES).div_ceil(2) * 2).min(MAX_FRAMES);
-        let mel = self.mel.compute(audio, n_frames)?;
-        let (cross_k, cross_v) = self.encode(&mel, n_frames)?;
+        let (cross_k, cross_v) = self.encode_audio(audio)?;
         let audio_s = audio.len() as f32 / 16_000.0;
 
         let (language, language_prob) = if !self.config.multilingual {

@@ -55,6 +55,8 @@ const PARTIAL_REPEAT_NGRAM: usize = 4;
 /// before the decoder is asked to go on past it (on audio cut mid-speech it tends to stop at a
 /// sentence end when another sentence or voice follows without a pause).
 const STUCK_VOICED_MS: u64 = 800;
+/// Words of a partial hypothesis's beginning that, said again later in it, mark a restart.
+const RESTART_WORDS: usize = 3;
 /// Shortest half when a looping final window is split, seconds.
 const MIN_SPLIT_S: f64 = 1.5;
 /// Deepest recursive split of a looping final window.
@@ -696,7 +698,14 @@ impl Captioner {
         self.stats.language_probes += 1;
         let (code, p) = probed?;
         let seg = self.seg.as_mut().expect("segment is open");
-        tracing::trace!(track = %self.track, at_s = self.pos as f64 / SAMPLE_RATE, current = %current, heard = %code, p, "tail probe");
+        tracing::trace!(
+            track = %self.track,
+            at_s = self.pos as f64 / SAMPLE_RATE,
+            current = %current,
+            heard = %code,
+            p,
+            "language probe"
+        );
         let needed = if code == "en" {
             ENGLISH_SWITCH_CONFIDENCE
         } else {
@@ -713,7 +722,7 @@ impl Captioner {
             to = %code,
             p,
             confirmed = seg.probe.as_deref() == Some(code.as_str()),
-            "language probe"
+            "another language heard"
         );
         if seg.probe.as_deref() != Some(code.as_str()) {
             seg.probe = Some(code);
@@ -835,6 +844,8 @@ impl Captioner {
         {
             return Ok(());
         }
+        let mut d = d;
+        self.cut_restart(&mut d)?;
         let whisper = &self.whisper;
         let seg = self.seg.as_mut().expect("segment is open");
         seg.agreement
@@ -907,6 +918,29 @@ impl Captioner {
         }
         self.stats.partials += 1;
         out.push(ev);
+        Ok(())
+    }
+
+    /// Cuts a partial hypothesis where it starts the utterance over (its first
+    /// [`RESTART_WORDS`] words again, case and punctuation aside), past the agreed prefix: on
+    /// audio cut mid-speech Whisper sometimes does so with words the token-level guard does
+    /// not match ("The security team recommends that the security team recommend...").
+    fn cut_restart(&mut self, d: &mut Decoded) -> Result<(), CaptionError> {
+        let words: Vec<&str> = d.text.split_whitespace().collect();
+        let Some(k) = restart_at(&words) else {
+            return Ok(());
+        };
+        let starts: Vec<usize> = (0..d.text_tokens.len())
+            .filter(|&i| i == 0 || self.whisper.starts_word(d.text_tokens[i]))
+            .collect();
+        let stable = self.seg.as_ref().map_or(0, |s| s.agreement.stable().len());
+        // token boundaries must match the words (else the text has odd spacing: leave it)
+        if starts.len() != words.len() || starts[k] < stable {
+            return Ok(());
+        }
+        d.text_tokens.truncate(starts[k]);
+        d.text = self.whisper.decode_text(&d.text_tokens)?.trim().to_string();
+        self.stats.guarded += 1;
         Ok(())
     }
 
@@ -1372,6 +1406,25 @@ impl Captioner {
     }
 }
 
+/// Index of the first word of a restart of `words`: the earliest position from which its
+/// first [`RESTART_WORDS`] words come again (lower case, letters, digits and apostrophes only).
+fn restart_at(words: &[&str]) -> Option<usize> {
+    let norm: Vec<String> = words
+        .iter()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric() || *c == '\'' || *c == '’')
+                .flat_map(char::to_lowercase)
+                .collect()
+        })
+        .collect();
+    let head = norm.get(..RESTART_WORDS)?;
+    if head.iter().any(String::is_empty) {
+        return None;
+    }
+    (RESTART_WORDS..=norm.len() - RESTART_WORDS).find(|&k| norm[k..k + RESTART_WORDS] == *head)
+}
+
 /// Index of the frame to cut at in `probs`: the middle of the longest run of frames under
 /// `release` (the latest of equally long runs), else the quietest frame (the latest of equals).
 fn pause_in(probs: &[f32], release: f32) -> usize {
@@ -1413,7 +1466,31 @@ fn round_ms(t: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::pause_in;
+    use super::{pause_in, restart_at};
+
+    #[test]
+    fn a_hypothesis_starting_over_is_found() {
+        let w = |s: &'static str| s.split_whitespace().collect::<Vec<_>>();
+        assert_eq!(
+            restart_at(&w(
+                "The security team recommends that the security team recommend the"
+            )),
+            Some(5)
+        );
+        assert_eq!(
+            restart_at(&w(
+                "The microphones worked, but the microphones worked. But"
+            )),
+            Some(4)
+        );
+        // two words again is not a restart; nor is a repetition elsewhere in the text
+        assert_eq!(restart_at(&w("we need we need to act")), None);
+        assert_eq!(restart_at(&w("so it is what it is what it is")), None);
+        assert_eq!(restart_at(&w("a b")), None);
+        assert_eq!(restart_at(&w("")), None);
+        // punctuation-only words never match
+        assert_eq!(restart_at(&w("- - - a - - -")), None);
+    }
 
     #[test]
     fn a_cut_falls_in_the_longest_pause() {
