@@ -14,7 +14,11 @@
 //!   sentence end while speech goes on is pushed past it after [`STUCK_VOICED_MS`];
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
-//! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s.
+//! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s;
+//! * language cut (`language_change_cut`, `auto` only): each partial also probes the language
+//!   of the segment's latest 2 s (one short encoder pass); two probes in a row hearing another
+//!   language cut the segment at the pause where it started, so the final of the turn before
+//!   comes 2-3 s after its end.
 //!
 //! With a diarizer ([`Captioner::with_diarizer`]) every voiced frame also goes to the track's
 //! diarization worker (its own thread, see [`crate::diarize`]). Partials carry the provisional
