@@ -729,7 +729,7 @@ fn find_score_dir(corpus: &Path) -> Option<PathBuf> {
         .find(|d| d.join("wer.py").exists())
 }
 
-/// Decodes the whole file offline: windows of at most [`OFFLINE_WINDOW_S`] cut at quiet frames,
+/// Decodes the whole file offline: windows of at most `OFFLINE_WINDOW_S` cut at quiet frames,
 /// each decoded once with timestamps; no VAD gating, no streaming.
 pub fn offline_transcript(
     engine: &Engine,

@@ -1353,7 +1353,7 @@ impl Clients {
 }
 
 /// Body of `soustitre bench-fanout-clients`: the clients of a run in their own process (see
-/// [`ChildFleet`] for the protocol). Not meant to be run by hand.
+/// `ChildFleet` for the protocol). Not meant to be run by hand.
 pub fn clients_process_main() -> Result<(), FanoutError> {
     let stdin = std::io::stdin();
     let mut first = String::new();
