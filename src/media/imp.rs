@@ -54,6 +54,8 @@ const STOP_MESSAGE: &str = "soustitre-media-stop";
 
 /// Name of the bus watcher thread (visible in `top -H`, debuggers and panics).
 const BUS_THREAD_NAME: &str = "soustitre-media-bus";
+/// Longest the bus thread waits for a message before checking whether its source was dropped.
+const BUS_POLL: Duration = Duration::from_millis(100);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -943,9 +945,21 @@ fn wait_preroll(source: &Source) -> Result<(), MediaError> {
     }
 }
 
-/// The bus thread: turns EOS and errors into the final event, logs warnings, then exits.
+/// The bus thread: turns EOS and errors into the final event, logs warnings, then exits. It
+/// also exits once the [`Source`] is dropped: the stop message posted then can be flushed
+/// away by the pipeline going to NULL before this thread reads it, so the wait is bounded by
+/// [`BUS_POLL`] and the stop channel's disconnection checked in between.
 fn bus_loop(bus: &gst::Bus, shared: &Shared) {
-    while let Some(msg) = bus.timed_pop(gst::ClockTime::NONE) {
+    loop {
+        let Some(msg) = bus.timed_pop(clock_time(BUS_POLL)) else {
+            if matches!(
+                shared.stop.try_recv(),
+                Err(crossbeam_channel::TryRecvError::Disconnected)
+            ) {
+                return;
+            }
+            continue;
+        };
         match classify(shared, None, &msg) {
             Step::Continue | Step::Prerolled => {}
             Step::Stop => return,
