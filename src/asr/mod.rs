@@ -15,7 +15,7 @@ pub use mel::MelFrontend;
 pub use whisper::{
     CONTEXT_PAD_FRAMES, DecodeOptions, Decoded, ENGLISH_SWITCH_CONFIDENCE, Guard,
     LOGPROB_THRESHOLD, Language, MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S, TimedText, Whisper,
-    compression_ratio, repeated_ngram_cut, repetition_cut,
+    choose_language, compression_ratio, repeated_ngram_cut, repetition_cut,
 };
 
 use crate::onnx::OnnxError;

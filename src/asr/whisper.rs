@@ -247,6 +247,13 @@ impl Whisper {
             .is_some_and(|s| s.starts_with('\u{120}'))
     }
 
+    /// Index of the first token of each word of `tokens` (the first token always starts one).
+    pub fn word_starts(&self, tokens: &[u32]) -> Vec<usize> {
+        (0..tokens.len())
+            .filter(|&i| i == 0 || self.starts_word(tokens[i]))
+            .collect()
+    }
+
     /// The most probable language of `audio` among `among` (every language the model knows
     /// when empty) and its probability renormalised over them: one encoder pass and one
     /// decoder step. An English-only model answers `en` with certainty.
@@ -742,7 +749,7 @@ fn apply_timestamp_rules(
 /// The language to decode in when `detected` was identified with probability `p` on
 /// `audio_s` seconds: `prefer` is kept unless `detected` reaches `switch_confidence`
 /// ([`ENGLISH_SWITCH_CONFIDENCE`] for English on audio shorter than [`SHORT_AUDIO_S`]).
-fn choose_language(
+pub fn choose_language(
     detected: String,
     p: f32,
     prefer: Option<&String>,

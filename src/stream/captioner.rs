@@ -30,8 +30,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::asr::{
-    AsrError, DecodeOptions, Decoded, ENGLISH_SWITCH_CONFIDENCE, Guard, LOGPROB_THRESHOLD,
-    Language, MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S, Whisper,
+    AsrError, DecodeOptions, Decoded, Guard, LOGPROB_THRESHOLD, Language, MAX_CONTEXT_TOKENS,
+    TIMESTAMP_STEP_S, Whisper, choose_language,
 };
 use crate::captions::{CaptionEvent, EventKind, Word};
 use crate::diarize::track::speaker_runs;
@@ -82,7 +82,7 @@ const LANGUAGE_PROBE_S: f64 = 2.0;
 /// off must hold speech of its own).
 const LANGUAGE_PROBE_LEFT_S: f64 = 1.0;
 /// Probability of another language that a tail probe must find, twice in a row, to cut the
-/// segment ([`ENGLISH_SWITCH_CONFIDENCE`] for English: the probe is short audio).
+/// segment ([`crate::asr::ENGLISH_SWITCH_CONFIDENCE`] for English: the probe is short audio).
 const LANGUAGE_CUT_CONFIDENCE: f32 = 0.7;
 /// A language cut falls in the pause found between this long before the probed tail and
 /// [`LANGUAGE_CUT_GUARD_S`] before the current frame, seconds.
@@ -710,12 +710,14 @@ impl Captioner {
             p,
             "language probe"
         );
-        let needed = if code == "en" {
-            ENGLISH_SWITCH_CONFIDENCE
-        } else {
-            LANGUAGE_CUT_CONFIDENCE
-        };
-        if code == current || p < needed {
+        let heard = choose_language(
+            code,
+            p,
+            Some(&current),
+            LANGUAGE_CUT_CONFIDENCE,
+            LANGUAGE_PROBE_S as f32,
+        );
+        if heard == current {
             seg.probe = None;
             return Ok(None);
         }
@@ -723,13 +725,13 @@ impl Captioner {
             track = %self.track,
             at_s = self.pos as f64 / SAMPLE_RATE,
             from = %current,
-            to = %code,
+            to = %heard,
             p,
-            confirmed = seg.probe.as_deref() == Some(code.as_str()),
+            confirmed = seg.probe.as_deref() == Some(heard.as_str()),
             "another language heard"
         );
-        if seg.probe.as_deref() != Some(code.as_str()) {
-            seg.probe = Some(code);
+        if seg.probe.as_deref() != Some(heard.as_str()) {
+            seg.probe = Some(heard);
             return Ok(None);
         }
         seg.probe = None;
@@ -742,7 +744,7 @@ impl Captioner {
         }
         Ok(Some((
             pause_in(&seg.probs[lo..hi], self.settings.vad_release) + lo,
-            code,
+            heard,
         )))
     }
 
@@ -901,9 +903,7 @@ impl Captioner {
                 .iter()
                 .take_while(|w| now - w.end >= window as f64 / 1000.0)
                 .count();
-            let starts: Vec<usize> = (0..d.text_tokens.len())
-                .filter(|&i| i == 0 || whisper.starts_word(d.text_tokens[i]))
-                .collect();
+            let starts = whisper.word_starts(&d.text_tokens);
             // token boundaries match the words shown (else the text has odd spacing: skip)
             if settled > stable_words
                 && starts.len() == seg.hypothesis.words.len()
@@ -934,9 +934,7 @@ impl Captioner {
         let Some(k) = restart_at(&words) else {
             return Ok(());
         };
-        let starts: Vec<usize> = (0..d.text_tokens.len())
-            .filter(|&i| i == 0 || self.whisper.starts_word(d.text_tokens[i]))
-            .collect();
+        let starts = self.whisper.word_starts(&d.text_tokens);
         let stable = self.seg.as_ref().map_or(0, |s| s.agreement.stable().len());
         // token boundaries must match the words (else the text has odd spacing: leave it)
         if starts.len() != words.len() || starts[k] < stable {
