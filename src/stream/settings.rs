@@ -34,9 +34,11 @@ pub const DEFAULT_VAD_RELEASE: f32 = 0.35;
 pub const DEFAULT_STABLE_AGREEMENT: u32 = 2;
 /// Default time a shown partial word may still change, in ms after its audio ended: older
 /// words are kept by later partials (the final still corrects them). 0: no limit. With
-/// partials every 500 ms, 600 ms lets the next one or two hypotheses revise a word, then
-/// keeps it: on the dev corpus this halves the words rewritten under the reader's eyes.
-pub const DEFAULT_REVISION_WINDOW_MS: u32 = 600;
+/// partials every 500 ms, 300 ms lets the next hypothesis revise a word shown at its first
+/// partial, then keeps it: a word is rewritten at most about 0.8 s after it was spoken. Run
+/// back to back on the dev corpus against 600 ms: fewer words rewritten under the reader's eyes
+/// (5.4 % against 7.2 %), no more corrected by the final (26.0 % against 27.0 %).
+pub const DEFAULT_REVISION_WINDOW_MS: u32 = 300;
 /// Default probability another language needs to replace the stream's locked language.
 pub const DEFAULT_LANGUAGE_SWITCH_CONFIDENCE: f32 = 0.7;
 
