@@ -14,8 +14,8 @@ pub use config::WhisperConfig;
 pub use mel::MelFrontend;
 pub use whisper::{
     CONTEXT_PAD_FRAMES, DecodeOptions, Decoded, ENGLISH_SWITCH_CONFIDENCE, Guard,
-    LOGPROB_THRESHOLD, Language, MAX_CONTEXT_TOKENS, TIMESTAMP_STEP_S, TimedText, Whisper,
-    choose_language, compression_ratio, repeated_ngram_cut, repetition_cut,
+    LOGPROB_THRESHOLD, Language, MAX_CONTEXT_TOKENS, SHORT_AUDIO_S, TIMESTAMP_STEP_S, TimedText,
+    Whisper, choose_language, compression_ratio, repeated_ngram_cut, repetition_cut,
 };
 
 use crate::onnx::OnnxError;

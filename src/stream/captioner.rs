@@ -10,15 +10,23 @@
 //! Latency model (audio time → event):
 //! * partial: `partial_interval_ms` cadence + one decode of the segment so far (≈ 0.1–0.4 s for
 //!   whisper-base on one core), skipped while behind. A word still being spoken waits one more
-//!   partial (the last word is shown once two hypotheses end with it); a hypothesis stuck at a
-//!   sentence end while speech goes on is pushed past it after [`STUCK_VOICED_MS`];
+//!   partial (the last word is shown once two hypotheses end with it). A hypothesis stuck at a
+//!   sentence end while [`STUCK_VOICED_MS`] of speech goes on is pushed past it; with `auto`,
+//!   if the speech after it is heard in another language (one short probe), the segment gets
+//!   a *joint* at the pause after that sentence instead: the part before is decoded as a final
+//!   at once, its words stay shown, and later partials decode only the audio after the joint,
+//!   in the language heard. A turn that follows another in a different language without an
+//!   endpoint pause is then shown about a second after it starts, and is neither dropped nor
+//!   translated into the previous turn's language. The segment's final joins the parts'
+//!   decodes (only the last part is decoded at the endpoint); its `language` is that of most
+//!   of its words;
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s;
-//! * language cut (`language_change_cut`, `auto` only): each partial also probes the language
-//!   of the segment's latest 2 s (one short encoder pass); two probes in a row hearing another
-//!   language cut the segment at the pause where it started, so the final of the turn before
-//!   comes 2-3 s after its end.
+//! * language cut (`language_change_cut`, `auto` only): a joint cuts the segment instead, and
+//!   each partial also probes the language of the segment's latest 2 s (one short encoder
+//!   pass); two probes in a row hearing another language cut the segment at the pause where it
+//!   started, so the final of the turn before comes 1-3 s after its end.
 //!
 //! With a diarizer ([`Captioner::with_diarizer`]) every voiced frame also goes to the track's
 //! diarization worker (its own thread, see [`crate::diarize`]). Partials carry the provisional
@@ -59,6 +67,12 @@ const PARTIAL_REPEAT_NGRAM: usize = 4;
 /// before the decoder is asked to go on past it (on audio cut mid-speech it tends to stop at a
 /// sentence end when another sentence or voice follows without a pause).
 const STUCK_VOICED_MS: u64 = 800;
+/// A joint falls in the longest pause found from this long before the partial hypothesis last
+/// changed to [`JOINT_GUARD_S`] before the current frame, seconds.
+const JOINT_SEARCH_S: f64 = 1.5;
+const JOINT_GUARD_S: f64 = 0.3;
+/// Shortest part of a segment before a joint, seconds.
+const MIN_PART_S: f64 = 1.0;
 /// Words of a partial hypothesis's beginning that, said again later in it, mark a restart.
 const RESTART_WORDS: usize = 3;
 /// Shortest half when a looping final window is split, seconds.
@@ -124,6 +138,8 @@ pub struct CaptionerStats {
     /// Language probes of a segment's latest audio (`auto`), and the cuts they made.
     pub language_probes: u64,
     pub language_cuts: u64,
+    /// Joints made where a partial hypothesis stayed at a sentence end while speech went on.
+    pub joints: u64,
     /// Seconds spent in the speaker-embedding model (on the diarization thread).
     pub diarize_s: f64,
     /// Speaker-embedding windows computed.
@@ -166,6 +182,24 @@ struct Segment {
     /// Another language the latest tail probe confidently heard (`auto` only): a second
     /// probe agreeing with it cuts the segment.
     probe: Option<String>,
+    /// Frame where the part of the segment that partials decode starts (0 until a joint).
+    part_start: usize,
+    /// The parts before `part_start`, each closed by a joint.
+    parts: Vec<Part>,
+    /// The words of the current part the latest partial showed.
+    shown: Vec<TimedWord>,
+}
+
+/// A part of a segment closed by a joint: the decoder had stopped at a sentence end while
+/// speech in another language went on without an endpoint pause. Later partials decode only
+/// the audio after it and show its words as they were; the segment's final joins the parts'
+/// own decodes.
+struct Part {
+    /// Its words as the partials showed them.
+    shown: Vec<TimedWord>,
+    /// Its final words and their language, decoded at the joint.
+    words: Vec<TimedWord>,
+    language: Option<String>,
 }
 
 /// The latest partial hypothesis of a segment, as the partial policy needs it.
@@ -179,6 +213,8 @@ struct Hypothesis {
     logprob: f32,
     /// Voiced frames of the segment when the hypothesis last changed.
     voiced_at_change: u32,
+    /// Frames of the segment when the hypothesis last changed.
+    frames_at_change: usize,
     /// Text tokens later hypotheses must reach: past where the decoder stopped while speech
     /// went on.
     min_text_tokens: usize,
@@ -470,6 +506,9 @@ impl Captioner {
                     language: None,
                     speculative: None,
                     probe: None,
+                    part_start: 0,
+                    parts: Vec::new(),
+                    shown: Vec::new(),
                 });
             } else {
                 self.preroll.push_back((*frame, p));
@@ -639,15 +678,16 @@ impl Captioner {
         }
     }
 
-    /// Decodes the open segment's audio up to absolute sample `end` as a final would.
+    /// Decodes the open segment's current part up to absolute sample `end` as a final would.
     fn decode_final_audio(&mut self, end: u64) -> Result<Decoded, CaptionError> {
         let seg = self.seg.as_ref().expect("segment is open");
-        let (start, language) = (seg.start, seg.language.clone());
+        let from = seg.part_start * FRAME_SAMPLES;
+        let (start, language) = (seg.start + from as u64, seg.language.clone());
         let opts = self.final_options(start, end, language.as_ref())?;
         let seg = self.seg.as_ref().expect("segment is open");
-        let n = ((end - seg.start) as usize).min(seg.audio.len());
+        let n = ((end - seg.start) as usize).min(seg.audio.len()).max(from);
         let t = std::time::Instant::now();
-        let d = self.whisper.transcribe(&seg.audio[..n], &opts);
+        let d = self.whisper.transcribe(&seg.audio[from..n], &opts);
         self.stats.asr_s += t.elapsed().as_secs_f64();
         Ok(d?)
     }
@@ -655,6 +695,18 @@ impl Captioner {
     /// A partial, then (`auto`) a probe of the latest audio's language, which may cut the
     /// segment where another language started.
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        if let Some((cut, language)) = self.joint_at()? {
+            if self.settings.language_change_cut {
+                // each language its own final: the joint is a cut
+                self.stats.language_cuts += 1;
+                self.cut_at(cut, out)?;
+            } else {
+                self.close_part(cut, language.clone())?;
+            }
+            if let Some(seg) = self.seg.as_mut() {
+                seg.language = Some(language);
+            }
+        }
         self.partial_decode(out)?;
         if let Some((cut, language)) = self.language_change_cut()? {
             self.stats.language_cuts += 1;
@@ -789,8 +841,9 @@ impl Captioner {
             stop_on_repeated_ngram: Some(PARTIAL_REPEAT_NGRAM),
             ..Default::default()
         };
+        let from = seg.part_start * FRAME_SAMPLES;
         let t = std::time::Instant::now();
-        let mut d = self.whisper.transcribe(&seg.audio, &opts);
+        let mut d = self.whisper.transcribe(&seg.audio[from..], &opts);
         if let Ok(new) = &d
             && seg.language.is_some()
             && new.language != seg.language
@@ -809,7 +862,7 @@ impl Captioner {
                 opts.prefix.clear();
                 opts.min_text_tokens = 0;
                 opts.language = Language::Fixed(new.language.clone().unwrap_or_default());
-                d = self.whisper.transcribe(&seg.audio, &opts);
+                d = self.whisper.transcribe(&seg.audio[from..], &opts);
             }
         }
         if let Ok(echo) = &d
@@ -822,7 +875,7 @@ impl Captioner {
             opts.prefix.clear();
             opts.min_text_tokens = 0;
             opts.context.clear();
-            d = self.whisper.transcribe(&seg.audio, &opts);
+            d = self.whisper.transcribe(&seg.audio[from..], &opts);
         }
         self.stats.asr_s += t.elapsed().as_secs_f64();
         let d = d?;
@@ -873,6 +926,7 @@ impl Captioner {
             && words.last().copied() == h.words.last().map(String::as_str);
         if !words.iter().eq(h.words.iter()) {
             h.voiced_at_change = seg.voiced_frames;
+            h.frames_at_change = seg.probs.len();
         }
         h.words = words.iter().map(|w| w.to_string()).collect();
         h.tokens = d.text_tokens.len();
@@ -890,8 +944,13 @@ impl Captioner {
             .to_string();
         seg.last_partial_text = text.clone();
         let words: Vec<&str> = text.split_whitespace().collect();
-        let origin = seg.start as f64 / SAMPLE_RATE;
-        let voiced = voiced_spans(&seg.probs, self.settings.vad_release, origin, FRAME_S);
+        let origin = (seg.start + (seg.part_start * FRAME_SAMPLES) as u64) as f64 / SAMPLE_RATE;
+        let voiced = voiced_spans(
+            &seg.probs[seg.part_start..],
+            self.settings.vad_release,
+            origin,
+            FRAME_S,
+        );
         let t0 = voiced.first().map_or(origin, |v| v.0);
         let t1 = seg.last_voiced_end as f64 / SAMPLE_RATE;
         let timed = spread_words(&words, t0, t1, &voiced);
@@ -912,8 +971,18 @@ impl Captioner {
                 seg.agreement.commit(&d.text_tokens[..cut]);
             }
         }
+        // the closed parts' words stay as they were shown
+        seg.shown = timed.clone();
+        let mut all: Vec<TimedWord> = seg.parts.iter().flat_map(|p| p.shown.clone()).collect();
+        let stable_text = all
+            .iter()
+            .map(|w| w.text.as_str())
+            .chain(stable_text.split_whitespace())
+            .collect::<Vec<_>>()
+            .join(" ");
+        all.extend(timed);
         let language = d.language.clone().or_else(|| Some("en".into()));
-        let mut ev = self.make_event(EventKind::Partial, timed, stable_text, language);
+        let mut ev = self.make_event(EventKind::Partial, all, stable_text, language);
         if let Some(d) = &self.diarizer {
             ev.speaker = d
                 .worker
@@ -922,6 +991,135 @@ impl Captioner {
         }
         self.stats.partials += 1;
         out.push(ev);
+        Ok(())
+    }
+
+    /// With `language = auto`: the frame (index in the open segment) of a *joint*, and the
+    /// language heard after it, when the segment's partial hypothesis has stayed at the end of a
+    /// sentence, confidently, while [`STUCK_VOICED_MS`] of speech went on, and that speech is
+    /// in another language. On audio cut mid-speech Whisper tends to stop at a sentence end when
+    /// another sentence or voice follows without an endpoint pause; in another language it may
+    /// never go on, and the next turn is dropped or translated at the final. The joint falls in
+    /// the longest pause (else the quietest frame) from [`JOINT_SEARCH_S`] before the hypothesis
+    /// last changed to [`JOINT_GUARD_S`] before now, at least [`MIN_PART_S`] into the part; the
+    /// audio from there on is probed (one short encoder pass) and must be heard in another
+    /// language than the part's, as the partials' detection would switch
+    /// (`language_switch_confidence`; English on short audio: 0.95). A speaker going on in the
+    /// same language is not split: the hypothesis is pushed past the sentence end instead (see
+    /// `partial_decode`), so the decoder sees the sentences together.
+    fn joint_at(&mut self) -> Result<Option<(usize, String)>, CaptionError> {
+        if self.settings.language != LanguageSetting::Auto {
+            return Ok(None);
+        }
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(None);
+        };
+        let Some(current) = seg.language.clone() else {
+            return Ok(None);
+        };
+        let h = &seg.hypothesis;
+        let voiced_since =
+            (seg.voiced_frames - h.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
+        let ended_sentence = h
+            .words
+            .last()
+            .is_some_and(|w| w.ends_with(['.', '?', '!', '…', '。', '？', '！']));
+        if voiced_since < STUCK_VOICED_MS
+            || h.tokens == 0
+            || !ended_sentence
+            || h.logprob < LOGPROB_THRESHOLD
+            || seg.shown.is_empty()
+        {
+            return Ok(None);
+        }
+        let n = seg.probs.len();
+        let lo = (seg.part_start + (MIN_PART_S / FRAME_S) as usize).max(
+            h.frames_at_change
+                .saturating_sub((JOINT_SEARCH_S / FRAME_S) as usize),
+        );
+        let hi = n.saturating_sub((JOINT_GUARD_S / FRAME_S) as usize);
+        if lo >= hi {
+            return Ok(None);
+        }
+        let cut = pause_in(&seg.probs[lo..hi], self.settings.vad_release) + lo;
+        let after = &seg.audio[cut * FRAME_SAMPLES..];
+        let after_s = after.len() as f32 / SAMPLE_RATE as f32;
+        let t = std::time::Instant::now();
+        let probed = self
+            .whisper
+            .identify_language(after, &self.settings.auto_languages);
+        self.stats.asr_s += t.elapsed().as_secs_f64();
+        self.stats.language_probes += 1;
+        let (code, p) = probed?;
+        let heard = choose_language(
+            code,
+            p,
+            Some(&current),
+            self.settings.language_switch_confidence,
+            after_s,
+        );
+        tracing::trace!(
+            track = %self.track,
+            at_s = self.pos as f64 / SAMPLE_RATE,
+            current = %current,
+            heard = %heard,
+            p,
+            "joint probe"
+        );
+        Ok((heard != current).then_some((cut, heard)))
+    }
+
+    /// Closes the open segment's current part at its frame `cut` (a joint): the part is decoded
+    /// as a final now (its words stay shown as they were, its text becomes the decoding
+    /// context), and the partials go on with the audio after it, in `language`.
+    fn close_part(&mut self, cut: usize, next_language: String) -> Result<(), CaptionError> {
+        let mut seg = self.seg.take().expect("segment is open");
+        let n = seg.probs.len();
+        let (from, to) = (seg.part_start * FRAME_SAMPLES, cut * FRAME_SAMPLES);
+        let window = FinalWindow {
+            audio: &seg.audio[from..to],
+            probs: &seg.probs[seg.part_start..cut],
+            start: seg.start + from as u64,
+            last_voiced_end: seg.last_voiced_end.min(seg.start + to as u64),
+            language: seg.language.as_ref(),
+        };
+        let decoded = self.final_words(window, None, 0);
+        let (words, language) = match decoded {
+            Ok(d) => d,
+            Err(e) => {
+                self.seg = Some(seg);
+                return Err(e);
+            }
+        };
+        let language = language.or_else(|| seg.language.clone());
+        self.stats.joints += 1;
+        tracing::debug!(
+            track = %self.track,
+            at_s = self.pos as f64 / SAMPLE_RATE,
+            joint_s = (seg.start + to as u64) as f64 / SAMPLE_RATE,
+            language = ?language,
+            part = %words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
+            "joint"
+        );
+        let shown = std::mem::take(&mut seg.shown);
+        seg.language = Some(next_language);
+        let context = (!words.is_empty()).then(|| (words.clone(), language.clone()));
+        seg.parts.push(Part {
+            shown,
+            words,
+            language,
+        });
+        seg.part_start = cut;
+        seg.start_over(self.settings.stable_agreement);
+        seg.hypothesis.voiced_at_change = seg.voiced_frames;
+        seg.hypothesis.frames_at_change = n;
+        seg.last_partial_text.clear();
+        seg.speculative = None;
+        seg.probe = None;
+        self.seg = Some(seg);
+        if let Some((words, language)) = context {
+            self.remember_context(&words, language.as_deref())?;
+        }
         Ok(())
     }
 
@@ -1032,7 +1230,8 @@ impl Captioner {
     /// new segment.
     fn cut_at(&mut self, cut: usize, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
         let mut seg = self.seg.take().expect("segment is open");
-        let cut = cut.clamp(1, seg.probs.len());
+        // a cut never splits the closed parts again: the latest joint is a pause already
+        let cut = cut.clamp(seg.part_start.max(1), seg.probs.len().max(1));
         let cut_sample = seg.start + (cut * FRAME_SAMPLES) as u64;
         let rest_audio = seg.audio.split_off(cut * FRAME_SAMPLES);
         let rest_probs = seg.probs.split_off(cut);
@@ -1061,6 +1260,9 @@ impl Captioner {
             language: None,
             speculative: None,
             probe: None,
+            part_start: 0,
+            parts: Vec::new(),
+            shown: Vec::new(),
         });
         Ok(())
     }
@@ -1088,24 +1290,62 @@ impl Captioner {
         };
         let n = (end - seg.start) as usize;
         let n_frames = n.div_ceil(FRAME_SAMPLES).min(seg.probs.len());
-        let window = FinalWindow {
-            audio: &seg.audio[..n],
-            probs: &seg.probs[..n_frames],
-            start: seg.start,
-            last_voiced_end: seg.last_voiced_end.min(end),
-            language: seg.language.as_ref(),
-        };
-        let (timed, language) = self.final_words(window, pre, 0)?;
-        if let Some(lang) = &language
-            && !timed.is_empty()
+        // the parts closed by joints, then the current one (empty when a cut fell on a joint)
+        let mut parts: Vec<(Vec<TimedWord>, Option<String>)> = std::mem::take(&mut seg.parts)
+            .into_iter()
+            .map(|p| (p.words, p.language))
+            .collect();
+        let mut current = false;
+        if n_frames > seg.part_start {
+            let a = seg.part_start * FRAME_SAMPLES;
+            let window = FinalWindow {
+                audio: &seg.audio[a..n],
+                probs: &seg.probs[seg.part_start..n_frames],
+                start: seg.start + a as u64,
+                last_voiced_end: seg.last_voiced_end.min(end),
+                language: seg.language.as_ref(),
+            };
+            parts.push(self.final_words(window, pre, 0)?);
+            current = true;
+        }
+        let n_parts = parts.len();
+        let mut timed: Vec<TimedWord> = Vec::new();
+        // words per language, and the language of the last part with words
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        let mut last: Option<String> = None;
+        for (i, (words, language)) in parts.into_iter().enumerate() {
+            if words.is_empty() {
+                continue;
+            }
+            if current && i + 1 == n_parts {
+                // the closed parts are in the context since their joints
+                self.remember_context(&words, language.as_deref())?;
+            }
+            let language = language.unwrap_or_else(|| "en".into());
+            match counts.iter_mut().find(|(l, _)| *l == language) {
+                Some((_, k)) => *k += words.len(),
+                None => counts.push((language.clone(), words.len())),
+            }
+            last = Some(language);
+            timed.extend(words);
+        }
+        // a final joining parts in two languages carries the language of most of its words
+        let language = counts
+            .iter()
+            .fold(None::<&(String, usize)>, |b, c| match b {
+                Some(b) if b.1 >= c.1 => Some(b),
+                _ => Some(c),
+            })
+            .map(|(l, _)| l.clone());
+        if let Some(lang) = &last
             && self.settings.language == LanguageSetting::Auto
         {
+            // the latest speech sets the lock
             self.locked_language = Some(lang.clone());
             if let Some(v) = self.voice_of(seg.start, end)? {
                 self.voice_languages.insert(v, lang.clone());
             }
         }
-        self.remember_context(&timed, language.as_deref())?;
         if timed.is_empty() && seg.id.is_none() {
             return Ok(());
         }
