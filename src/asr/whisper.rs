@@ -44,7 +44,7 @@ pub const LOGPROB_THRESHOLD: f32 = -1.0;
 pub const MAX_CONTEXT_TOKENS: usize = 96;
 
 /// Probability English must be detected with to replace another preferred language on audio
-/// shorter than `SHORT_AUDIO_S`: Whisper's identification of a second or two of speech
+/// shorter than [`SHORT_AUDIO_S`]: Whisper's identification of a second or two of speech
 /// leans towards English (speech in another language is often heard as English with 0.6-0.9,
 /// English as another language hardly ever), so hearing English there must be surer.
 pub const ENGLISH_SWITCH_CONFIDENCE: f32 = 0.95;

@@ -225,6 +225,22 @@ impl Segment {
         self.start + self.audio.len() as u64
     }
 
+    /// Whether the latest partial hypothesis has stayed, confidently, at the end of a sentence
+    /// while [`STUCK_VOICED_MS`] of speech went on (an unsure one is not stuck, it is lost).
+    fn stuck_at_sentence_end(&self) -> bool {
+        let h = &self.hypothesis;
+        let voiced_since =
+            (self.voiced_frames - h.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
+        let ended_sentence = h
+            .words
+            .last()
+            .is_some_and(|w| w.ends_with(['.', '?', '!', '…', '。', '？', '！']));
+        voiced_since >= STUCK_VOICED_MS
+            && h.tokens > 0
+            && ended_sentence
+            && h.logprob >= LOGPROB_THRESHOLD
+    }
+
     /// Forgets what the segment's hypotheses agreed on and were pushed past.
     fn start_over(&mut self, stable_agreement: u32) {
         self.agreement = Agreement::new(stable_agreement as usize);
@@ -701,8 +717,9 @@ impl Captioner {
                 self.stats.language_cuts += 1;
                 self.cut_at(cut, out)?;
             } else {
-                self.close_part(cut, language.clone())?;
+                self.close_part(cut)?;
             }
+            // the rest goes on in the language heard after the joint
             if let Some(seg) = self.seg.as_mut() {
                 seg.language = Some(language);
             }
@@ -718,6 +735,42 @@ impl Captioner {
             }
         }
         Ok(())
+    }
+
+    /// The language heard in the open segment's audio from sample index `from` on (one short
+    /// encoder pass among `auto_languages`), decided as a switch from `current` is (see
+    /// [`choose_language`]: another language needs `confidence`, English on short audio
+    /// more), and the probability of the language detected.
+    fn hear(
+        &mut self,
+        from: usize,
+        current: &str,
+        confidence: f32,
+    ) -> Result<(String, f32), CaptionError> {
+        let seg = self.seg.as_ref().expect("segment is open");
+        let audio = &seg.audio[from..];
+        let audio_s = audio.len() as f32 / SAMPLE_RATE as f32;
+        let t = std::time::Instant::now();
+        let probed = self
+            .whisper
+            .identify_language(audio, &self.settings.auto_languages);
+        self.stats.asr_s += t.elapsed().as_secs_f64();
+        self.stats.language_probes += 1;
+        let (code, p) = probed?;
+        tracing::trace!(
+            track = %self.track,
+            at_s = self.pos as f64 / SAMPLE_RATE,
+            current,
+            detected = %code,
+            p,
+            audio_s,
+            "language probe"
+        );
+        let current = current.to_string();
+        Ok((
+            choose_language(code, p, Some(&current), confidence, audio_s),
+            p,
+        ))
     }
 
     /// With `language = auto`: the frame (index in the open segment) where it should be cut
@@ -746,29 +799,8 @@ impl Captioner {
         if n < tail + left {
             return Ok(None);
         }
-        let t = std::time::Instant::now();
-        let probed = self
-            .whisper
-            .identify_language(&seg.audio[n - tail..], &self.settings.auto_languages);
-        self.stats.asr_s += t.elapsed().as_secs_f64();
-        self.stats.language_probes += 1;
-        let (code, p) = probed?;
+        let (heard, p) = self.hear(n - tail, &current, LANGUAGE_CUT_CONFIDENCE)?;
         let seg = self.seg.as_mut().expect("segment is open");
-        tracing::trace!(
-            track = %self.track,
-            at_s = self.pos as f64 / SAMPLE_RATE,
-            current = %current,
-            heard = %code,
-            p,
-            "language probe"
-        );
-        let heard = choose_language(
-            code,
-            p,
-            Some(&current),
-            LANGUAGE_CUT_CONFIDENCE,
-            LANGUAGE_PROBE_S as f32,
-        );
         if heard == current {
             seg.probe = None;
             return Ok(None);
@@ -814,22 +846,11 @@ impl Captioner {
         self.stats.skipped_partials += (self.pos - seg.next_partial_at) / interval;
         seg.next_partial_at = self.pos + interval;
         // the hypothesis stopped growing while speech went on: it must go past where it stopped
-        let h = &mut seg.hypothesis;
-        let voiced_since =
-            (seg.voiced_frames - h.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
-        let ended_sentence = h
-            .words
-            .last()
-            .is_some_and(|w| w.ends_with(['.', '?', '!', '…', '。', '？', '！']));
-        // only a confident hypothesis is pushed on: an unsure one is not stuck, it is lost
-        if voiced_since >= STUCK_VOICED_MS
-            && h.tokens > 0
-            && ended_sentence
-            && h.logprob >= LOGPROB_THRESHOLD
-        {
+        if seg.stuck_at_sentence_end() {
+            let h = &mut seg.hypothesis;
             h.min_text_tokens = h.min_text_tokens.max(h.tokens + 1);
         }
-        let mut min_text_tokens = h.min_text_tokens;
+        let mut min_text_tokens = seg.hypothesis.min_text_tokens;
         let mut opts = DecodeOptions {
             language,
             timestamps: false,
@@ -1017,24 +1038,13 @@ impl Captioner {
         let Some(current) = seg.language.clone() else {
             return Ok(None);
         };
-        let h = &seg.hypothesis;
-        let voiced_since =
-            (seg.voiced_frames - h.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
-        let ended_sentence = h
-            .words
-            .last()
-            .is_some_and(|w| w.ends_with(['.', '?', '!', '…', '。', '？', '！']));
-        if voiced_since < STUCK_VOICED_MS
-            || h.tokens == 0
-            || !ended_sentence
-            || h.logprob < LOGPROB_THRESHOLD
-            || seg.shown.is_empty()
-        {
+        if !seg.stuck_at_sentence_end() || seg.shown.is_empty() {
             return Ok(None);
         }
         let n = seg.probs.len();
         let lo = (seg.part_start + (MIN_PART_S / FRAME_S) as usize).max(
-            h.frames_at_change
+            seg.hypothesis
+                .frames_at_change
                 .saturating_sub((JOINT_SEARCH_S / FRAME_S) as usize),
         );
         let hi = n.saturating_sub((JOINT_GUARD_S / FRAME_S) as usize);
@@ -1042,37 +1052,15 @@ impl Captioner {
             return Ok(None);
         }
         let cut = pause_in(&seg.probs[lo..hi], self.settings.vad_release) + lo;
-        let after = &seg.audio[cut * FRAME_SAMPLES..];
-        let after_s = after.len() as f32 / SAMPLE_RATE as f32;
-        let t = std::time::Instant::now();
-        let probed = self
-            .whisper
-            .identify_language(after, &self.settings.auto_languages);
-        self.stats.asr_s += t.elapsed().as_secs_f64();
-        self.stats.language_probes += 1;
-        let (code, p) = probed?;
-        let heard = choose_language(
-            code,
-            p,
-            Some(&current),
-            self.settings.language_switch_confidence,
-            after_s,
-        );
-        tracing::trace!(
-            track = %self.track,
-            at_s = self.pos as f64 / SAMPLE_RATE,
-            current = %current,
-            heard = %heard,
-            p,
-            "joint probe"
-        );
+        let confidence = self.settings.language_switch_confidence;
+        let (heard, _) = self.hear(cut * FRAME_SAMPLES, &current, confidence)?;
         Ok((heard != current).then_some((cut, heard)))
     }
 
     /// Closes the open segment's current part at its frame `cut` (a joint): the part is decoded
     /// as a final now (its words stay shown as they were, its text becomes the decoding
-    /// context), and the partials go on with the audio after it, in `language`.
-    fn close_part(&mut self, cut: usize, next_language: String) -> Result<(), CaptionError> {
+    /// context), and the partials go on with the audio after it.
+    fn close_part(&mut self, cut: usize) -> Result<(), CaptionError> {
         let mut seg = self.seg.take().expect("segment is open");
         let n = seg.probs.len();
         let (from, to) = (seg.part_start * FRAME_SAMPLES, cut * FRAME_SAMPLES);
@@ -1102,7 +1090,6 @@ impl Captioner {
             "joint"
         );
         let shown = std::mem::take(&mut seg.shown);
-        seg.language = Some(next_language);
         let context = (!words.is_empty()).then(|| (words.clone(), language.clone()));
         seg.parts.push(Part {
             shown,
@@ -1330,12 +1317,11 @@ impl Captioner {
             timed.extend(words);
         }
         // a final joining parts in two languages carries the language of most of its words
+        // (the first such language on a tie: max_by_key keeps the last of the reversed list)
         let language = counts
             .iter()
-            .fold(None::<&(String, usize)>, |b, c| match b {
-                Some(b) if b.1 >= c.1 => Some(b),
-                _ => Some(c),
-            })
+            .rev()
+            .max_by_key(|c| c.1)
             .map(|(l, _)| l.clone());
         if let Some(lang) = &last
             && self.settings.language == LanguageSetting::Auto
