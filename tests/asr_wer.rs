@@ -555,7 +555,13 @@ fn auto_partials_of_french_turns_are_not_taken_for_english() {
     let meeting = "meetings/fr_3spk";
     let (right, wrong) = partial_languages(meeting, &caption_auto(meeting));
     let total = right[0] + right[1] + wrong.len();
-    assert!(right[1] >= 30, "French partials in French: {}", right[1]);
+    // (before English needed more confidence on short audio: 33 of 53)
+    let in_french = right[1] + wrong.iter().filter(|w| w.0 == "fr").count();
+    assert!(
+        right[1] * 4 >= in_french * 3,
+        "{} of {in_french} partials of French turns in French",
+        right[1]
+    );
     assert!(
         wrong.len() * 5 <= total,
         "{} of {total} partials in the wrong language: {wrong:?}",

@@ -158,8 +158,12 @@ fn stable_prefix_only_grows_within_a_segment() {
     }
 }
 
-/// Partial words rewritten after they were older than `window_s` when first shown that old:
-/// (segment, word index, shown text, later text). Words compare without case and punctuation.
+/// Partial words rewritten by the next partial of their segment although their audio had ended
+/// at least `window_s` before the newest audio that partial covers: (segment, word index, shown
+/// text, later text). Words compare without case and punctuation. Not counted: a partial's last
+/// word (no word has started after it yet: it may be lengthened or dropped), and its last one or
+/// two words when they repeat its first ones (maybe the recognizer starting the utterance over,
+/// which is cut).
 fn late_rewrites(events: &[CaptionEvent], window_s: f64) -> Vec<(String, usize, String, String)> {
     let norm = |w: &str| {
         w.trim_matches(|c: char| c.is_ascii_punctuation())
@@ -171,17 +175,21 @@ fn late_rewrites(events: &[CaptionEvent], window_s: f64) -> Vec<(String, usize, 
     }
     let mut out = Vec::new();
     for (seg, partials) in by_segment {
-        for (k, p) in partials.iter().enumerate() {
-            // `end` is the newest word's end, never after the audio the partial was made at
-            for (i, w) in p.words.iter().enumerate() {
-                if p.end - w.end < window_s {
+        for pair in partials.windows(2) {
+            let (p, q) = (pair[0], pair[1]);
+            let shown: Vec<String> = p.words.iter().map(|w| norm(&w.w)).collect();
+            let n = shown.len();
+            let restart = (n.saturating_sub(2).max(1)..n)
+                .find(|&k| !shown[k].is_empty() && shown[k..] == shown[..n - k])
+                .unwrap_or(n)
+                .min(n.saturating_sub(1));
+            // `end` is the newest audio a partial covers, never after the audio it was made at
+            for (i, w) in p.words.iter().enumerate().take(restart) {
+                if q.end - w.end < window_s {
                     continue;
                 }
-                if let Some(later) = partials[k + 1..]
-                    .iter()
-                    .find(|q| q.words.get(i).is_none_or(|x| norm(&x.w) != norm(&w.w)))
-                {
-                    let now = later.words.get(i).map_or("", |x| x.w.as_str());
+                if q.words.get(i).is_none_or(|x| norm(&x.w) != norm(&w.w)) {
+                    let now = q.words.get(i).map_or("", |x| x.w.as_str());
                     out.push((seg.to_owned(), i, w.w.clone(), now.to_owned()));
                 }
             }
@@ -192,8 +200,9 @@ fn late_rewrites(events: &[CaptionEvent], window_s: f64) -> Vec<(String, usize, 
 
 #[test]
 fn revision_window_keeps_words_once_read() {
-    // words shown longer than the revision window ago stay as shown until the final; without
-    // the window the recognizer does rewrite such words on these files (the French ones)
+    // a word whose audio ended longer than the revision window before a partial's newest audio
+    // is kept by that partial as the one before showed it (even if it was fresh then) until
+    // the final; without the window the recognizer does rewrite such words on these files
     let files = [
         ("meetings/en_3spk/meeting.wav", "en"),
         ("meetings/en_3spk/tracks/A.wav", "en"),
@@ -247,6 +256,33 @@ fn partials_keep_up_with_the_speech() {
             "{seg}: {gap:.2} s of speech without a new partial ({ends:?})"
         );
     }
+}
+
+#[test]
+fn trims_go_past_a_sentence_end_and_leave_the_finals_alone() {
+    // in the English meeting a speaker often starts right after another's sentence, under the
+    // endpoint silence, and the decoder stops at that sentence end: partials are then trimmed
+    // there (they decode only the audio after it, the words before stay as shown); the finals
+    // still decode whole segments: they are those of a run without partials
+    let audio = read_wav(&corpus("meetings/en_3spk/meeting.wav"));
+    let mut c = captioner(en());
+    let mut events = Vec::new();
+    for chunk in audio.chunks(320) {
+        c.push(chunk, false, &mut events).unwrap();
+    }
+    c.finish(&mut events).unwrap();
+    assert!(c.stats().trims >= 1, "no trim: {:?}", c.stats());
+    let window = StreamSettings::default().revision_window_ms as f64 / 1000.0;
+    let late = late_rewrites(&events, window);
+    assert!(late.is_empty(), "{late:?}");
+    let off = StreamSettings {
+        partials: false,
+        ..en()
+    };
+    assert_eq!(
+        final_view(&events),
+        final_view(&run(&off, &audio, || 320, false))
+    );
 }
 
 #[test]

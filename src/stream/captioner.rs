@@ -11,18 +11,21 @@
 //! * partial: `partial_interval_ms` cadence + one decode of the segment so far (≈ 0.1–0.4 s for
 //!   whisper-base on one core), skipped while behind. A word still being spoken waits one more
 //!   partial (the last word is shown once two hypotheses end with it). A hypothesis stuck at a
-//!   sentence end while [`STUCK_VOICED_MS`] of speech goes on is pushed past it; with `auto`,
-//!   if the speech after it is heard in another language (one short probe), the segment gets
-//!   a *joint* at the pause after that sentence instead: the part before is decoded as a final
-//!   at once, its words stay shown, and later partials decode only the audio after the joint,
-//!   in the language heard. A turn that follows another in a different language without an
+//!   sentence end while [`STUCK_VOICED_MS`] of speech goes on *trims* the partials at the pause
+//!   after that sentence: its words stay shown and become the context, and later partials
+//!   decode only the audio after it, so the next sentence shows at the next partial (finals
+//!   still decode the whole segment); with `auto`, if the speech after it is heard in another
+//!   language (one short probe), the segment gets a *joint* there instead: the part before is
+//!   decoded as a final at once, its words stay shown, and later partials decode only the
+//!   audio after the joint, in the language heard. A turn that follows another in a different language without an
 //!   endpoint pause is then shown about a second after it starts, and is neither dropped nor
 //!   translated into the previous turn's language. The segment's final joins the parts'
 //!   decodes (only the last part is decoded at the endpoint); its `language` is that of most
 //!   of its words;
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
-//! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s;
+//! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s; the rest's first
+//!   partial is due at once;
 //! * language cut (`language_change_cut`, `auto` only): a joint cuts the segment instead, and
 //!   each partial also probes the language of the segment's latest 2 s (one short encoder
 //!   pass); two probes in a row hearing another language cut the segment at the pause where it
@@ -64,8 +67,9 @@ const PARTIAL_TOKENS_PER_SECOND: f32 = 6.0;
 /// cut mid-speech Whisper tends to start the utterance over.
 const PARTIAL_REPEAT_NGRAM: usize = 4;
 /// Voiced audio, ms, that may go by while the partial hypothesis stays at the end of a sentence
-/// before the decoder is asked to go on past it (on audio cut mid-speech it tends to stop at a
-/// sentence end when another sentence or voice follows without a pause).
+/// before the partials are trimmed there (or, when a trim cannot be placed, the decoder is asked
+/// to go on past it): on audio cut mid-speech Whisper tends to stop at a sentence end when
+/// another sentence or voice follows without a pause.
 const STUCK_VOICED_MS: u64 = 800;
 /// A joint falls in the longest pause found from this long before the partial hypothesis last
 /// changed to [`JOINT_GUARD_S`] before the current frame, seconds.
@@ -140,6 +144,8 @@ pub struct CaptionerStats {
     pub language_cuts: u64,
     /// Joints made where a partial hypothesis stayed at a sentence end while speech went on.
     pub joints: u64,
+    /// Trims: partials moved past a sentence their hypothesis was stuck at.
+    pub trims: u64,
     /// Seconds spent in the speaker-embedding model (on the diarization thread).
     pub diarize_s: f64,
     /// Speaker-embedding windows computed.
@@ -186,7 +192,14 @@ struct Segment {
     part_start: usize,
     /// The parts before `part_start`, each closed by a joint.
     parts: Vec<Part>,
-    /// The words of the current part the latest partial showed.
+    /// Frame where the audio partials decode starts (`part_start` until a trim moves it past
+    /// a sentence the hypothesis was stuck at; the final still decodes the whole part).
+    view_start: usize,
+    /// The current part's words shown before `view_start`, kept as they were shown.
+    view_words: Vec<TimedWord>,
+    /// Their text tokens: the decoding context of the partials after the trim.
+    view_tokens: Vec<u32>,
+    /// The words after `view_start` the latest partial showed.
     shown: Vec<TimedWord>,
 }
 
@@ -208,7 +221,7 @@ struct Hypothesis {
     /// Its words, before the last word was held back.
     words: Vec<String>,
     /// Its text tokens.
-    tokens: usize,
+    text_tokens: Vec<u32>,
     /// Its average token log-probability.
     logprob: f32,
     /// Voiced frames of the segment when the hypothesis last changed.
@@ -229,16 +242,20 @@ impl Segment {
     /// while [`STUCK_VOICED_MS`] of speech went on (an unsure one is not stuck, it is lost).
     fn stuck_at_sentence_end(&self) -> bool {
         let h = &self.hypothesis;
-        let voiced_since =
-            (self.voiced_frames - h.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
         let ended_sentence = h
             .words
             .last()
             .is_some_and(|w| w.ends_with(['.', '?', '!', '…', '。', '？', '！']));
-        voiced_since >= STUCK_VOICED_MS
-            && h.tokens > 0
-            && ended_sentence
-            && h.logprob >= LOGPROB_THRESHOLD
+        self.stalled(STUCK_VOICED_MS) && ended_sentence && h.logprob >= LOGPROB_THRESHOLD
+    }
+
+    /// Whether the latest partial hypothesis, not empty, has stayed the same while `ms` of
+    /// speech went on.
+    fn stalled(&self, ms: u64) -> bool {
+        let h = &self.hypothesis;
+        let voiced_since =
+            (self.voiced_frames - h.voiced_at_change) as u64 * FRAME_SAMPLES as u64 * 1000 / 16_000;
+        voiced_since >= ms && !h.text_tokens.is_empty()
     }
 
     /// Forgets what the segment's hypotheses agreed on and were pushed past.
@@ -524,6 +541,9 @@ impl Captioner {
                     probe: None,
                     part_start: 0,
                     parts: Vec::new(),
+                    view_start: 0,
+                    view_words: Vec::new(),
+                    view_tokens: Vec::new(),
                     shown: Vec::new(),
                 });
             } else {
@@ -711,7 +731,11 @@ impl Captioner {
     /// A partial, then (`auto`) a probe of the latest audio's language, which may cut the
     /// segment where another language started.
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
-        if let Some((cut, language)) = self.joint_at()? {
+        let stuck = self.stuck_at()?;
+        if let Some((cut, None)) = stuck {
+            self.trim_view(cut)?;
+        }
+        if let Some((cut, Some(language))) = stuck {
             if self.settings.language_change_cut {
                 // each language its own final: the joint is a cut
                 self.stats.language_cuts += 1;
@@ -731,7 +755,6 @@ impl Captioner {
             if let Some(seg) = self.seg.as_mut() {
                 // the rest already holds seconds of speech never shown in its language
                 seg.language = Some(language);
-                seg.next_partial_at = self.pos;
             }
         }
         Ok(())
@@ -845,24 +868,38 @@ impl Captioner {
         // partial times that passed while the captioner was catching up
         self.stats.skipped_partials += (self.pos - seg.next_partial_at) / interval;
         seg.next_partial_at = self.pos + interval;
+        // words shown longer ago than the revision window are kept: the decoder continues them
+        settle_shown(
+            seg,
+            &self.whisper,
+            self.pos as f64 / SAMPLE_RATE,
+            self.settings.revision_window_ms,
+        )?;
         // the hypothesis stopped growing while speech went on: it must go past where it stopped
         if seg.stuck_at_sentence_end() {
             let h = &mut seg.hypothesis;
-            h.min_text_tokens = h.min_text_tokens.max(h.tokens + 1);
+            h.min_text_tokens = h.min_text_tokens.max(h.text_tokens.len() + 1);
         }
         let mut min_text_tokens = seg.hypothesis.min_text_tokens;
+        // after a trim, the words shown before it are the context
+        let (context, context_language) = if seg.view_tokens.is_empty() {
+            (self.context.clone(), self.context_language.clone())
+        } else {
+            let excess = seg.view_tokens.len().saturating_sub(MAX_CONTEXT_TOKENS);
+            (seg.view_tokens[excess..].to_vec(), seg.language.clone())
+        };
         let mut opts = DecodeOptions {
             language,
             timestamps: false,
             min_text_tokens,
             prefix: seg.agreement.stable().to_vec(),
-            context: self.context.clone(),
-            context_language: self.context_language.clone(),
+            context,
+            context_language,
             tokens_per_second: PARTIAL_TOKENS_PER_SECOND,
             stop_on_repeated_ngram: Some(PARTIAL_REPEAT_NGRAM),
             ..Default::default()
         };
-        let from = seg.part_start * FRAME_SAMPLES;
+        let from = seg.view_start * FRAME_SAMPLES;
         let t = std::time::Instant::now();
         let mut d = self.whisper.transcribe(&seg.audio[from..], &opts);
         if let Ok(new) = &d
@@ -950,7 +987,7 @@ impl Captioner {
             h.frames_at_change = seg.probs.len();
         }
         h.words = words.iter().map(|w| w.to_string()).collect();
-        h.tokens = d.text_tokens.len();
+        h.text_tokens = d.text_tokens.clone();
         h.logprob = d.avg_logprob;
         if speaking && words.len() > stable_words.max(1) && !seen_last {
             words.pop();
@@ -965,9 +1002,9 @@ impl Captioner {
             .to_string();
         seg.last_partial_text = text.clone();
         let words: Vec<&str> = text.split_whitespace().collect();
-        let origin = (seg.start + (seg.part_start * FRAME_SAMPLES) as u64) as f64 / SAMPLE_RATE;
+        let origin = (seg.start + (seg.view_start * FRAME_SAMPLES) as u64) as f64 / SAMPLE_RATE;
         let voiced = voiced_spans(
-            &seg.probs[seg.part_start..],
+            &seg.probs[seg.view_start..],
             self.settings.vad_release,
             origin,
             FRAME_S,
@@ -975,26 +1012,21 @@ impl Captioner {
         let t0 = voiced.first().map_or(origin, |v| v.0);
         let t1 = seg.last_voiced_end as f64 / SAMPLE_RATE;
         let timed = spread_words(&words, t0, t1, &voiced);
-        // words shown longer ago than the revision window are kept by later partials
-        let window = self.settings.revision_window_ms;
-        if window > 0 {
-            let now = self.pos as f64 / SAMPLE_RATE;
-            let settled = timed
-                .iter()
-                .take_while(|w| now - w.end >= window as f64 / 1000.0)
-                .count();
-            let starts = whisper.word_starts(&d.text_tokens);
-            // token boundaries match the words shown (else the text has odd spacing: skip)
-            if settled > stable_words
-                && starts.len() == seg.hypothesis.words.len()
-                && let Some(&cut) = starts.get(settled)
-            {
-                seg.agreement.commit(&d.text_tokens[..cut]);
-            }
-        }
-        // the closed parts' words stay as they were shown
         seg.shown = timed.clone();
-        let mut all: Vec<TimedWord> = seg.parts.iter().flat_map(|p| p.shown.clone()).collect();
+        // words shown longer ago than the revision window are kept by later partials
+        settle_shown(
+            seg,
+            whisper,
+            self.pos as f64 / SAMPLE_RATE,
+            self.settings.revision_window_ms,
+        )?;
+        // the closed parts' words and those before a trim stay as they were shown
+        let mut all: Vec<TimedWord> = seg
+            .parts
+            .iter()
+            .flat_map(|p| p.shown.iter().cloned())
+            .chain(seg.view_words.iter().cloned())
+            .collect();
         let stable_text = all
             .iter()
             .map(|w| w.text.as_str())
@@ -1015,34 +1047,29 @@ impl Captioner {
         Ok(())
     }
 
-    /// With `language = auto`: the frame (index in the open segment) of a *joint*, and the
-    /// language heard after it, when the segment's partial hypothesis has stayed at the end of a
-    /// sentence, confidently, while [`STUCK_VOICED_MS`] of speech went on, and that speech is
-    /// in another language. On audio cut mid-speech Whisper tends to stop at a sentence end when
-    /// another sentence or voice follows without an endpoint pause; in another language it may
-    /// never go on, and the next turn is dropped or translated at the final. The joint falls in
-    /// the longest pause (else the quietest frame) from [`JOINT_SEARCH_S`] before the hypothesis
-    /// last changed to [`JOINT_GUARD_S`] before now, at least [`MIN_PART_S`] into the part; the
-    /// audio from there on is probed (one short encoder pass) and must be heard in another
-    /// language than the part's, as the partials' detection would switch
-    /// (`language_switch_confidence`; English on short audio: 0.95). A speaker going on in the
-    /// same language is not split: the hypothesis is pushed past the sentence end instead (see
-    /// `partial_decode`), so the decoder sees the sentences together.
-    fn joint_at(&mut self) -> Result<Option<(usize, String)>, CaptionError> {
-        if self.settings.language != LanguageSetting::Auto {
-            return Ok(None);
-        }
+    /// When the segment's partial hypothesis has stayed at the end of a sentence, confidently,
+    /// while [`STUCK_VOICED_MS`] of speech went on: the frame (index in the open segment) after
+    /// that sentence, and, with `language = auto`, the language heard from there on if it is
+    /// another one. On audio cut mid-speech Whisper tends to stop at a sentence end when another
+    /// sentence or voice follows without an endpoint pause, and may not go on for seconds.
+    ///
+    /// The frame is the longest pause (else the quietest frame) from [`JOINT_SEARCH_S`] before
+    /// the hypothesis last changed to [`JOINT_GUARD_S`] before now, at least [`MIN_PART_S`]
+    /// after the start of the audio partials decode. With `auto` the audio from there on is
+    /// probed (one short encoder pass); heard in another language than the part's, as the
+    /// partials' detection would switch (`language_switch_confidence`; English on short audio:
+    /// 0.95), it makes a *joint* (see [`Self::close_part`]): in another language the decoder
+    /// may never go on, and the next turn would be dropped or translated at the final.
+    /// Otherwise the partials are *trimmed* there (see [`Self::trim_view`]).
+    fn stuck_at(&mut self) -> Result<Option<(usize, Option<String>)>, CaptionError> {
         let Some(seg) = self.seg.as_ref() else {
-            return Ok(None);
-        };
-        let Some(current) = seg.language.clone() else {
             return Ok(None);
         };
         if !seg.stuck_at_sentence_end() || seg.shown.is_empty() {
             return Ok(None);
         }
         let n = seg.probs.len();
-        let lo = (seg.part_start + (MIN_PART_S / FRAME_S) as usize).max(
+        let lo = (seg.view_start + (MIN_PART_S / FRAME_S) as usize).max(
             seg.hypothesis
                 .frames_at_change
                 .saturating_sub((JOINT_SEARCH_S / FRAME_S) as usize),
@@ -1052,9 +1079,45 @@ impl Captioner {
             return Ok(None);
         }
         let cut = pause_in(&seg.probs[lo..hi], self.settings.vad_release) + lo;
+        if self.settings.language != LanguageSetting::Auto {
+            return Ok(Some((cut, None)));
+        }
+        let Some(current) = seg.language.clone() else {
+            return Ok(None);
+        };
         let confidence = self.settings.language_switch_confidence;
         let (heard, _) = self.hear(cut * FRAME_SAMPLES, &current, confidence)?;
-        Ok((heard != current).then_some((cut, heard)))
+        Ok(Some((cut, (heard != current).then_some(heard))))
+    }
+
+    /// Moves the start of the audio partials decode to the open segment's frame `cut`, after a
+    /// sentence the hypothesis was stuck at while speech went on in the same language (a
+    /// *trim*): the words shown so far stay as they were, their text becomes the partials'
+    /// decoding context, and later partials decode only the audio after the trim, so the next
+    /// sentence is shown at the next partial instead of after the decoder is pushed past the
+    /// sentence end. Only the partials are trimmed: the final still decodes the whole part,
+    /// sentences together.
+    fn trim_view(&mut self, cut: usize) -> Result<(), CaptionError> {
+        let seg = self.seg.as_mut().expect("segment is open");
+        let shown = std::mem::take(&mut seg.shown);
+        let text: String = shown.iter().map(|w| format!(" {}", w.text)).collect();
+        let tokens = self.whisper.encode_text(&text)?;
+        tracing::debug!(
+            track = %self.track,
+            at_s = self.pos as f64 / SAMPLE_RATE,
+            trim_s = (seg.start + (cut * FRAME_SAMPLES) as u64) as f64 / SAMPLE_RATE,
+            shown = %text.trim(),
+            "trim"
+        );
+        seg.view_words.extend(shown);
+        seg.view_tokens.extend(tokens);
+        seg.view_start = cut;
+        seg.start_over(self.settings.stable_agreement);
+        seg.hypothesis.voiced_at_change = seg.voiced_frames;
+        seg.hypothesis.frames_at_change = seg.probs.len();
+        seg.last_partial_text.clear();
+        self.stats.trims += 1;
+        Ok(())
     }
 
     /// Closes the open segment's current part at its frame `cut` (a joint): the part is decoded
@@ -1089,7 +1152,9 @@ impl Captioner {
             part = %words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
             "joint"
         );
-        let shown = std::mem::take(&mut seg.shown);
+        let mut shown = std::mem::take(&mut seg.view_words);
+        shown.append(&mut seg.shown);
+        seg.view_tokens.clear();
         let context = (!words.is_empty()).then(|| (words.clone(), language.clone()));
         seg.parts.push(Part {
             shown,
@@ -1097,6 +1162,7 @@ impl Captioner {
             language,
         });
         seg.part_start = cut;
+        seg.view_start = cut;
         seg.start_over(self.settings.stable_agreement);
         seg.hypothesis.voiced_at_change = seg.voiced_frames;
         seg.hypothesis.frames_at_change = n;
@@ -1230,7 +1296,6 @@ impl Captioner {
         seg.last_voiced_end = seg.last_voiced_end.min(cut_sample);
         seg.speculative = None;
         self.finalize(seg, cut_sample, out)?;
-        let interval = ms_to_samples(self.settings.partial_interval_ms);
         self.seg = Some(Segment {
             start: cut_sample,
             audio: rest_audio,
@@ -1238,7 +1303,8 @@ impl Captioner {
             last_voiced_end: last_voiced_end.max(cut_sample),
             voiced_frames: rest_voiced,
             silence_frames: 0,
-            next_partial_at: self.pos + interval,
+            // the rest may hold seconds of speech its words were never shown for
+            next_partial_at: self.pos,
             id: None,
             revision: 0,
             last_partial_text: String::new(),
@@ -1249,6 +1315,9 @@ impl Captioner {
             probe: None,
             part_start: 0,
             parts: Vec::new(),
+            view_start: 0,
+            view_words: Vec::new(),
+            view_tokens: Vec::new(),
             shown: Vec::new(),
         });
         Ok(())
@@ -1634,10 +1703,52 @@ impl Captioner {
     }
 }
 
-/// Index of the first word of a restart of `words`: the earliest position from which its
-/// first [`RESTART_WORDS`] words come again (lower case, letters, digits and apostrophes only).
-fn restart_at(words: &[&str]) -> Option<usize> {
-    let norm: Vec<String> = words
+/// Commits to the agreed prefix the words of the segment's latest partial that were shown
+/// and whose audio ended at least `window_ms` before `now_s` (seconds): from then on the decoder
+/// must continue them, so a word is never rewritten by a partial once it is older than the
+/// window, even if it was still fresh when it was shown. Never committed: the hypothesis's
+/// last word (no word has started after it: the decoder may still lengthen it, "Say" becoming
+/// "Sayings"), and the words from where the hypothesis seems to start the utterance over (see
+/// [`restart_begun`]), which a later partial may have to cut. Nothing happens unless the
+/// hypothesis still begins with the words shown and its tokens map onto its words.
+fn settle_shown(
+    seg: &mut Segment,
+    whisper: &Whisper,
+    now_s: f64,
+    window_ms: u32,
+) -> Result<(), CaptionError> {
+    if window_ms == 0 || seg.shown.is_empty() {
+        return Ok(());
+    }
+    let window_s = window_ms as f64 / 1000.0;
+    let settled = seg
+        .shown
+        .iter()
+        .take_while(|w| now_s - w.end >= window_s)
+        .count();
+    let h = &seg.hypothesis;
+    let words: Vec<&str> = h.words.iter().map(String::as_str).collect();
+    let settled = settled
+        .min(words.len().saturating_sub(1))
+        .min(restart_begun(&words).unwrap_or(usize::MAX));
+    let stable_words = whisper
+        .decode_text(seg.agreement.stable())?
+        .split_whitespace()
+        .count();
+    if settled <= stable_words || !seg.shown.iter().zip(&h.words).all(|(w, h)| w.text == *h) {
+        return Ok(());
+    }
+    let starts = whisper.word_starts(&h.text_tokens);
+    if starts.len() != h.words.len() {
+        return Ok(());
+    }
+    seg.agreement.commit(&h.text_tokens[..starts[settled]]);
+    Ok(())
+}
+
+/// `words` in lower case, letters, digits and apostrophes only.
+fn normalized(words: &[&str]) -> Vec<String> {
+    words
         .iter()
         .map(|w| {
             w.chars()
@@ -1645,12 +1756,28 @@ fn restart_at(words: &[&str]) -> Option<usize> {
                 .flat_map(char::to_lowercase)
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Index of the first word of a restart of `words`: the earliest position from which its
+/// first [`RESTART_WORDS`] words come again (compared [`normalized`]).
+fn restart_at(words: &[&str]) -> Option<usize> {
+    let norm = normalized(words);
     let head = norm.get(..RESTART_WORDS)?;
     if head.iter().any(String::is_empty) {
         return None;
     }
     (RESTART_WORDS..=norm.len() - RESTART_WORDS).find(|&k| norm[k..k + RESTART_WORDS] == *head)
+}
+
+/// Index of the first word of what may be the start of a restart of `words`, too short yet
+/// for [`restart_at`]: the earliest position from which the last words (fewer than
+/// [`RESTART_WORDS`]) repeat its first ones (compared [`normalized`]).
+fn restart_begun(words: &[&str]) -> Option<usize> {
+    let norm = normalized(words);
+    let n = norm.len();
+    (n.saturating_sub(RESTART_WORDS - 1).max(1)..n)
+        .find(|&k| !norm[k].is_empty() && norm[k..] == norm[..n - k])
 }
 
 /// Index of the frame to cut at in `probs`: the middle of the longest run of frames under
@@ -1694,7 +1821,7 @@ fn round_ms(t: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{pause_in, restart_at};
+    use super::{pause_in, restart_at, restart_begun};
 
     #[test]
     fn a_hypothesis_starting_over_is_found() {
@@ -1718,6 +1845,19 @@ mod tests {
         assert_eq!(restart_at(&w("")), None);
         // punctuation-only words never match
         assert_eq!(restart_at(&w("- - - a - - -")), None);
+    }
+
+    #[test]
+    fn a_restart_that_may_be_beginning_is_found() {
+        let w = |s: &'static str| s.split_whitespace().collect::<Vec<_>>();
+        assert_eq!(restart_begun(&w("That is, exactly why. That is")), Some(4));
+        assert_eq!(restart_begun(&w("The budget is the")), Some(3));
+        // three words again is a restart proper, cut by restart_at
+        assert_eq!(restart_begun(&w("we need to act we need to")), None);
+        assert_eq!(restart_begun(&w("we need to act now")), None);
+        assert_eq!(restart_begun(&w("? ?")), None);
+        assert_eq!(restart_begun(&w("word")), None);
+        assert_eq!(restart_begun(&w("")), None);
     }
 
     #[test]
