@@ -17,11 +17,11 @@
 //!   still decode the whole segment); with `auto`, if the speech after it is heard in another
 //!   language (one short probe), the segment gets a *joint* there instead: the part before is
 //!   decoded as a final at once, its words stay shown, and later partials decode only the
-//!   audio after the joint, in the language heard. A turn that follows another in a different language without an
-//!   endpoint pause is then shown about a second after it starts, and is neither dropped nor
-//!   translated into the previous turn's language. The segment's final joins the parts'
-//!   decodes (only the last part is decoded at the endpoint); its `language` is that of most
-//!   of its words;
+//!   audio after the joint, in the language heard. A turn that follows another in a different
+//!   language without an endpoint pause is then shown about a second after it starts, and is
+//!   neither dropped nor translated into the previous turn's language. The segment's final
+//!   joins the parts' decodes (only the last part is decoded at the endpoint); its `language`
+//!   is that of most of its words;
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s; the rest's first
