@@ -234,6 +234,41 @@ struct Hypothesis {
 }
 
 impl Segment {
+    /// A segment of `audio` (VAD `probs`) from absolute sample `start`, with one voiced frame,
+    /// nothing decoded yet and its first partial due at absolute sample `next_partial_at`.
+    fn open(
+        start: u64,
+        audio: Vec<f32>,
+        probs: Vec<f32>,
+        last_voiced_end: u64,
+        next_partial_at: u64,
+        stable_agreement: u32,
+    ) -> Self {
+        Self {
+            start,
+            audio,
+            probs,
+            last_voiced_end,
+            voiced_frames: 1,
+            silence_frames: 0,
+            next_partial_at,
+            id: None,
+            revision: 0,
+            last_partial_text: String::new(),
+            hypothesis: Hypothesis::default(),
+            agreement: Agreement::new(stable_agreement as usize),
+            language: None,
+            speculative: None,
+            probe: None,
+            part_start: 0,
+            parts: Vec::new(),
+            view_start: 0,
+            view_words: Vec::new(),
+            view_tokens: Vec::new(),
+            shown: Vec::new(),
+        }
+    }
+
     fn end(&self) -> u64 {
         self.start + self.audio.len() as u64
     }
@@ -523,29 +558,14 @@ impl Captioner {
                 let start = frame_start - audio.len() as u64;
                 audio.extend_from_slice(frame);
                 probs.push(p);
-                self.seg = Some(Segment {
+                self.seg = Some(Segment::open(
                     start,
                     audio,
                     probs,
-                    last_voiced_end: self.pos,
-                    voiced_frames: 1,
-                    silence_frames: 0,
-                    next_partial_at: start + ms_to_samples(s.partial_interval_ms),
-                    id: None,
-                    revision: 0,
-                    last_partial_text: String::new(),
-                    hypothesis: Hypothesis::default(),
-                    agreement: Agreement::new(s.stable_agreement as usize),
-                    language: None,
-                    speculative: None,
-                    probe: None,
-                    part_start: 0,
-                    parts: Vec::new(),
-                    view_start: 0,
-                    view_words: Vec::new(),
-                    view_tokens: Vec::new(),
-                    shown: Vec::new(),
-                });
+                    self.pos,
+                    start + ms_to_samples(s.partial_interval_ms),
+                    s.stable_agreement,
+                ));
             } else {
                 self.preroll.push_back((*frame, p));
                 while self.preroll.len() > self.preroll_frames {
@@ -731,21 +751,21 @@ impl Captioner {
     /// A partial, then (`auto`) a probe of the latest audio's language, which may cut the
     /// segment where another language started.
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
-        let stuck = self.stuck_at()?;
-        if let Some((cut, None)) = stuck {
-            self.trim_view(cut)?;
-        }
-        if let Some((cut, Some(language))) = stuck {
-            if self.settings.language_change_cut {
-                // each language its own final: the joint is a cut
-                self.stats.language_cuts += 1;
-                self.cut_at(cut, out)?;
-            } else {
-                self.close_part(cut)?;
-            }
-            // the rest goes on in the language heard after the joint
-            if let Some(seg) = self.seg.as_mut() {
-                seg.language = Some(language);
+        match self.stuck_at()? {
+            None => {}
+            Some((cut, None)) => self.trim_view(cut)?,
+            Some((cut, Some(language))) => {
+                if self.settings.language_change_cut {
+                    // each language its own final: the joint is a cut
+                    self.stats.language_cuts += 1;
+                    self.cut_at(cut, out)?;
+                } else {
+                    self.close_part(cut)?;
+                }
+                // the rest goes on in the language heard after the joint
+                if let Some(seg) = self.seg.as_mut() {
+                    seg.language = Some(language);
+                }
             }
         }
         self.partial_decode(out)?;
@@ -1012,14 +1032,8 @@ impl Captioner {
         let t0 = voiced.first().map_or(origin, |v| v.0);
         let t1 = seg.last_voiced_end as f64 / SAMPLE_RATE;
         let timed = spread_words(&words, t0, t1, &voiced);
+        // (the next partial settles those it must keep: see settle_shown)
         seg.shown = timed.clone();
-        // words shown longer ago than the revision window are kept by later partials
-        settle_shown(
-            seg,
-            whisper,
-            self.pos as f64 / SAMPLE_RATE,
-            self.settings.revision_window_ms,
-        )?;
         // the closed parts' words and those before a trim stay as they were shown
         let mut all: Vec<TimedWord> = seg
             .parts
@@ -1296,30 +1310,17 @@ impl Captioner {
         seg.last_voiced_end = seg.last_voiced_end.min(cut_sample);
         seg.speculative = None;
         self.finalize(seg, cut_sample, out)?;
-        self.seg = Some(Segment {
-            start: cut_sample,
-            audio: rest_audio,
-            probs: rest_probs,
-            last_voiced_end: last_voiced_end.max(cut_sample),
-            voiced_frames: rest_voiced,
-            silence_frames: 0,
-            // the rest may hold seconds of speech its words were never shown for
-            next_partial_at: self.pos,
-            id: None,
-            revision: 0,
-            last_partial_text: String::new(),
-            hypothesis: Hypothesis::default(),
-            agreement: Agreement::new(self.settings.stable_agreement as usize),
-            language: None,
-            speculative: None,
-            probe: None,
-            part_start: 0,
-            parts: Vec::new(),
-            view_start: 0,
-            view_words: Vec::new(),
-            view_tokens: Vec::new(),
-            shown: Vec::new(),
-        });
+        // the rest may hold seconds of speech its words were never shown for: a partial is due
+        let mut rest = Segment::open(
+            cut_sample,
+            rest_audio,
+            rest_probs,
+            last_voiced_end.max(cut_sample),
+            self.pos,
+            self.settings.stable_agreement,
+        );
+        rest.voiced_frames = rest_voiced;
+        self.seg = Some(rest);
         Ok(())
     }
 
