@@ -8,6 +8,11 @@
 //! seconds per audio second, and peak resident memory; and the steadiness of the partials
 //! (flicker and corrections by the final, see [`crate::captions::stability`]).
 //!
+//! With `--audio-clock`, the files are decoded as fast as possible, no partial is skipped and
+//! every event is stamped with the audio consumed when it was emitted
+//! ([`crate::run::EventClock::Audio`]): the latency figures are then the streaming policy's
+//! alone, without decode time, and the same on every run and machine.
+//!
 //! With `--diarize`, every file is captioned with speaker diarization and, for files with an
 //! `.rttm` reference, the finals' speaker turns are scored with `score/der.py` (collar ±0.25 s):
 //! DER, speaker-count error, label latency (speech end → the final carrying its label:
@@ -23,7 +28,7 @@ use crate::captions::{CaptionEvent, JsonlWriter, Stability, stability};
 use crate::diarize::{DiarizeSettings, speakers_of, write_rttm};
 use crate::engine::{DEFAULT_MODEL, Engine, EngineError};
 use crate::media::{AudioSource, DecodeSettings, MediaEvent};
-use crate::run::{RunError, caption_input_diarized, peak_rss_bytes};
+use crate::run::{EventClock, Interrupt, RunError, caption_input_interruptible, peak_rss_bytes};
 use crate::stream::{LanguageSetting, StreamSettings};
 use crate::vad::FRAME_SAMPLES;
 
@@ -56,6 +61,12 @@ pub struct BenchArgs {
     /// meaningless).
     #[arg(long)]
     pub fast: bool,
+    /// Decode as fast as possible, skip no partial and stamp each event with the audio
+    /// consumed when it was emitted (decode time not counted): the latency figures are those
+    /// of the streaming policy alone, identical on every run and machine (to compare
+    /// settings). WER, RTF and CPU are as in a real-time run.
+    #[arg(long, conflicts_with = "fast")]
+    pub audio_clock: bool,
     /// Stream settings file (TOML).
     #[arg(long)]
     pub settings: Option<PathBuf>,
@@ -166,6 +177,8 @@ pub struct Pooled {
 pub struct BenchReport {
     pub model: String,
     pub realtime: bool,
+    /// Events stamped with the audio consumed (`--audio-clock`).
+    pub audio_clock: bool,
     pub cores: usize,
     pub files: Vec<FileFigures>,
     pub pooled: Vec<Pooled>,
@@ -255,19 +268,26 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         let mut log =
             JsonlWriter::create(&log_path).map_err(|e| BenchError::Io(log_path.clone(), e))?;
         let decode = DecodeSettings {
-            realtime: !args.fast,
+            realtime: !args.fast && !args.audio_clock,
             ..Default::default()
+        };
+        let clock = if args.audio_clock {
+            EventClock::Audio
+        } else {
+            EventClock::Wall
         };
         let input = item.wav.to_string_lossy().to_string();
         let mut write_err = None;
         let mut events = Vec::new();
-        let report = caption_input_diarized(
+        let report = caption_input_interruptible(
             &input,
             &decode,
             &engine,
             &settings,
             diarize.as_ref(),
             "mix",
+            &Interrupt::default(),
+            clock,
             |ev: &CaptionEvent| {
                 if let Err(e) = log.write_event(ev) {
                     write_err.get_or_insert(e);
@@ -347,7 +367,8 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     let diarization = args.diarize.then(|| diar_summary(&files));
     Ok(BenchReport {
         model: args.model.clone(),
-        realtime: !args.fast,
+        realtime: !args.fast && !args.audio_clock,
+        audio_clock: args.audio_clock,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         files,
         pooled,
@@ -532,7 +553,11 @@ impl BenchReport {
         let mut s = format!(
             "model {} ({} mode, {} cores)\n{:<44} {:>6} {:>5} {:>8} {:>8} {:>6} {:>6} {:>4} {:>4}\n",
             self.model,
-            if self.realtime { "real-time" } else { "fast" },
+            match (self.realtime, self.audio_clock) {
+                (true, _) => "real-time",
+                (false, true) => "audio-clock",
+                (false, false) => "fast",
+            },
             self.cores,
             "file",
             "audio",

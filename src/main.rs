@@ -303,6 +303,7 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
         diarize.as_ref(),
         &args.track,
         &interrupt,
+        soustitre::run::EventClock::Wall,
         |ev| {
             if let Some(log) = log.as_mut()
                 && let Err(e) = log.write_event(ev)

@@ -50,6 +50,20 @@ pub struct RunReport {
     pub turns: Vec<crate::diarize::Turn>,
 }
 
+/// What an event's `emitted_at` measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EventClock {
+    /// Wall-clock time since the first sample entered: decode time counts, and partials are
+    /// skipped while the captioner is behind its input (as live).
+    #[default]
+    Wall,
+    /// The audio consumed when the event was emitted, no partial skipped: the latency of the
+    /// streaming policy alone, identical on every run and machine (see
+    /// [`crate::stream::Captioner::with_audio_clock`]). Meant for input decoded as fast as
+    /// possible.
+    Audio,
+}
+
 /// Captions `input` (a path or URI) on track `track`, calling `on_event` for each event in
 /// emission order. Returns when the input ends.
 pub fn caption_input(
@@ -122,6 +136,7 @@ pub fn caption_input_diarized(
         diarize,
         track,
         &Interrupt::default(),
+        EventClock::Wall,
         on_event,
     )
 }
@@ -136,6 +151,7 @@ pub fn caption_input_interruptible(
     diarize: Option<&DiarizeSettings>,
     track: &str,
     interrupt: &Interrupt,
+    event_clock: EventClock,
     mut on_event: impl FnMut(&CaptionEvent),
 ) -> Result<RunReport, RunError> {
     settings.validate().map_err(CaptionError::from)?;
@@ -157,11 +173,15 @@ pub fn caption_input_interruptible(
         let worker = Diarizer::start(track, d, engine.campplus()?).map_err(EngineError::from)?;
         captioner = captioner.with_diarizer(worker, d, None)?;
     }
+    let audio_clock = event_clock == EventClock::Audio;
+    if audio_clock {
+        captioner = captioner.with_audio_clock();
+    }
     let media_rx = source.receiver().clone();
     let (ev_tx, ev_rx) = bounded::<WorkerMsg>(EVENT_QUEUE);
     let worker = std::thread::Builder::new()
         .name(format!("asr-{track}"))
-        .spawn(move || worker(captioner, media_rx, ev_tx))
+        .spawn(move || worker(captioner, media_rx, ev_tx, !audio_clock))
         .map_err(|_| RunError::WorkerLost)?;
     let mut result = Ok(());
     for msg in ev_rx.iter() {
@@ -188,10 +208,12 @@ enum WorkerMsg {
     Failed(RunError),
 }
 
+/// Feeds the captioner; with `catch_up`, optional work is skipped while input is pending.
 fn worker(
     mut captioner: crate::stream::Captioner,
     rx: Receiver<MediaEvent>,
     tx: crossbeam_channel::Sender<WorkerMsg>,
+    catch_up: bool,
 ) -> (CaptionerStats, f64, Vec<crate::diarize::Turn>) {
     let mut out = Vec::new();
     let mut expected = 0u64;
@@ -219,7 +241,7 @@ fn worker(
                 // overlapping timestamps: drop the samples already seen
                 let skip = expected.saturating_sub(chunk.first_sample) as usize;
                 if skip < chunk.samples.len() {
-                    let busy = !rx.is_empty();
+                    let busy = catch_up && !rx.is_empty();
                     if let Err(e) = captioner.push(&chunk.samples[skip..], busy, &mut out) {
                         fail(e.into());
                     }

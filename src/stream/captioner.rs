@@ -322,6 +322,9 @@ pub struct Captioner {
     context: Vec<u32>,
     context_language: Option<String>,
     clock: Box<dyn Fn() -> f64 + Send>,
+    /// Stamp events with the audio consumed instead of `clock` (see
+    /// [`Captioner::with_audio_clock`]).
+    audio_clock: bool,
     stats: CaptionerStats,
     diarizer: Option<TrackDiarizer>,
 }
@@ -389,9 +392,20 @@ impl Captioner {
             context: Vec::new(),
             context_language: None,
             clock,
+            audio_clock: false,
             stats: CaptionerStats::default(),
             diarizer: None,
         })
+    }
+
+    /// Stamps events with the audio consumed when they were emitted instead of the clock: as
+    /// if every decode took no time. `emitted_at − end` is then the latency of the streaming
+    /// policy alone (partial cadence, held-back words, endpoint silence...), the same on every
+    /// machine and every run: what settings are compared on. The caller must then also feed
+    /// the audio with `busy = false`, so that no partial is skipped.
+    pub fn with_audio_clock(mut self) -> Self {
+        self.audio_clock = true;
+        self
     }
 
     /// Adds diarization: `worker` gets the voiced frames; labels are named after `participant`
@@ -1690,7 +1704,11 @@ impl Captioner {
             text,
             start,
             end,
-            emitted_at: round_ms((self.clock)()),
+            emitted_at: round_ms(if self.audio_clock {
+                self.pos as f64 / SAMPLE_RATE
+            } else {
+                (self.clock)()
+            }),
             words: words
                 .into_iter()
                 .map(|w| Word {

@@ -1,0 +1,115 @@
+//! The latency of the streaming policy alone, through the whole product path (GStreamer decode,
+//! worker, captioner) with events stamped by the audio clock: deterministic figures that the
+//! real-time benchmark adds decode time to.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use soustitre::captions::{CaptionEvent, JsonlWriter};
+use soustitre::media::DecodeSettings;
+use soustitre::run::{EventClock, Interrupt, caption_input_interruptible};
+use soustitre::stream::{LanguageSetting, StreamSettings};
+
+fn english() -> StreamSettings {
+    StreamSettings {
+        language: LanguageSetting::Fixed("en".into()),
+        ..Default::default()
+    }
+}
+
+/// Captions `rel` (a corpus file) as fast as it decodes, events stamped by the audio clock.
+fn caption_audio_clock(rel: &str, settings: &StreamSettings) -> Vec<CaptionEvent> {
+    let mut events = Vec::new();
+    let report = caption_input_interruptible(
+        &corpus(rel).to_string_lossy(),
+        &DecodeSettings::default(),
+        engine("whisper-base"),
+        settings,
+        None,
+        "mix",
+        &Interrupt::default(),
+        EventClock::Audio,
+        |e| events.push(e.clone()),
+    )
+    .unwrap_or_else(|e| panic!("{rel}: {e}"));
+    assert_eq!(
+        report.stats.skipped_partials, 0,
+        "{rel}: no partial skipped"
+    );
+    events
+}
+
+/// `latency.py --json` over caption logs of `events`.
+fn latency(logs: &[Vec<CaptionEvent>]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()));
+    cmd.arg(shared().join("score/latency.py")).arg("--json");
+    for (i, events) in logs.iter().enumerate() {
+        let path = dir.path().join(format!("{i}.jsonl"));
+        let mut w = JsonlWriter::create(&path).unwrap();
+        for e in events {
+            w.write_event(e).unwrap();
+        }
+        w.flush().unwrap();
+        cmd.arg(path);
+    }
+    let out = cmd.output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "latency.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("latency.py prints JSON")
+}
+
+#[test]
+fn the_audio_clock_gives_the_same_events_every_run() {
+    let a = caption_audio_clock("meetings/en_3spk/meeting.wav", &english());
+    let b = caption_audio_clock("meetings/en_3spk/meeting.wav", &english());
+    assert!(a.iter().filter(|e| !e.is_final()).count() >= 30);
+    let json = |v: &[CaptionEvent]| {
+        v.iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(json(&a), json(&b), "emitted_at included");
+    for e in &a {
+        // a partial is emitted with the audio it covers; a final once its endpoint is heard
+        assert!(e.emitted_at + 1e-9 >= e.end, "{e:?}");
+        if !e.is_final() {
+            assert!(e.emitted_at - e.end < 0.05, "{e:?}");
+        }
+    }
+}
+
+#[test]
+fn english_words_show_within_the_latency_target_before_decode_time() {
+    // the policy's own share of the partial latency target (p95 0.8 s after the end of a word)
+    // on the English meeting and the real recordings: the cadence, the held-back last word and
+    // the agreement must leave room for the decode itself
+    let files = [
+        "meetings/en_3spk/meeting.wav",
+        "utterances/real/librivox_0870.wav",
+        "utterances/real/librivox_0880.wav",
+        "utterances/real/librivox_0890.wav",
+    ];
+    let logs: Vec<_> = files
+        .iter()
+        .map(|f| caption_audio_clock(f, &english()))
+        .collect();
+    let figures = latency(&logs);
+    eprintln!("{figures:#}");
+    let seen = &figures["partial_word_first_seen"];
+    assert!(seen["count"].as_u64().unwrap() >= 120, "{seen}");
+    let p95 = seen["p95"].as_f64().unwrap();
+    assert!(p95 <= 0.8, "partial word p95 {p95:.3} s");
+    // finals are confirmed endpoint_silence_ms after the last voiced frame (one VAD frame of
+    // rounding), never later
+    let finals = &figures["final_minus_segment_end"];
+    let max = finals["max"].as_f64().unwrap();
+    let endpoint = english().endpoint_silence_ms as f64 / 1000.0;
+    assert!(max <= endpoint + 0.05, "final {max:.3} s after its end");
+    assert_eq!(seen["acausal"].as_u64(), Some(0));
+}
