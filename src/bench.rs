@@ -11,7 +11,7 @@
 //! With `--audio-clock`, the files are decoded as fast as possible, no partial is skipped and
 //! every event is stamped with the audio consumed when it was emitted
 //! ([`crate::run::EventClock::Audio`]): the latency figures are then the streaming policy's
-//! alone, without decode time, and the same on every run and machine.
+//! alone, without decode time, and the same from run to run whatever the machine's load.
 //!
 //! With `--diarize`, every file is captioned with speaker diarization and, for files with an
 //! `.rttm` reference, the finals' speaker turns are scored with `score/der.py` (collar ±0.25 s):
@@ -63,8 +63,8 @@ pub struct BenchArgs {
     pub fast: bool,
     /// Decode as fast as possible, skip no partial and stamp each event with the audio
     /// consumed when it was emitted (decode time not counted): the latency figures are those
-    /// of the streaming policy alone, identical on every run and machine (to compare
-    /// settings). WER, RTF and CPU are as in a real-time run.
+    /// of the streaming policy alone, identical from run to run whatever the load (to compare
+    /// settings). The WER is the real-time run's; RTF and CPU are those of a fast run.
     #[arg(long, conflicts_with = "fast")]
     pub audio_clock: bool,
     /// Stream settings file (TOML).

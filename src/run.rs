@@ -58,7 +58,7 @@ pub enum EventClock {
     #[default]
     Wall,
     /// The audio consumed when the event was emitted, no partial skipped: the latency of the
-    /// streaming policy alone, identical on every run and machine (see
+    /// streaming policy alone, identical from run to run whatever the load (see
     /// [`crate::stream::Captioner::with_audio_clock`]; with diarization, the provisional
     /// speaker of a partial still depends on the diarization thread's progress). Meant for
     /// input decoded as fast as possible.

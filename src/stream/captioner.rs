@@ -400,9 +400,9 @@ impl Captioner {
 
     /// Stamps events with the audio consumed when they were emitted instead of the clock: as
     /// if every decode took no time. `emitted_at − end` is then the latency of the streaming
-    /// policy alone (partial cadence, held-back words, endpoint silence...), the same on every
-    /// machine and every run: what settings are compared on. The caller must then also feed
-    /// the audio with `busy = false`, so that no partial is skipped.
+    /// policy alone (partial cadence, held-back words, endpoint silence...), the same from run
+    /// to run whatever the machine's load: what settings are compared on. The caller must
+    /// then also feed the audio with `busy = false`, so that no partial is skipped.
     pub fn with_audio_clock(mut self) -> Self {
         self.audio_clock = true;
         self
