@@ -20,11 +20,7 @@ fn pooled(model: &str, lang: &str, files: &[&str]) -> f64 {
     for (i, f) in files.iter().enumerate() {
         let events = caption_file(model, &corpus(&format!("{f}.wav")), &settings(lang));
         let log = dir.path().join(format!("{i}.jsonl"));
-        let mut w = soustitre::captions::JsonlWriter::create(&log).unwrap();
-        for e in &events {
-            w.write_event(e).unwrap();
-        }
-        w.flush().unwrap();
+        write_log(&log, &events);
         let reference = ["stm", "txt"]
             .iter()
             .map(|x| corpus(&format!("{f}.{x}")))

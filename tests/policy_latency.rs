@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use soustitre::captions::{CaptionEvent, JsonlWriter};
+use soustitre::captions::CaptionEvent;
 use soustitre::media::DecodeSettings;
 use soustitre::run::{EventClock, Interrupt, caption_input_interruptible};
 use soustitre::stream::{LanguageSetting, StreamSettings};
@@ -48,11 +48,7 @@ fn latency(logs: &[Vec<CaptionEvent>]) -> serde_json::Value {
     cmd.arg(shared().join("score/latency.py")).arg("--json");
     for (i, events) in logs.iter().enumerate() {
         let path = dir.path().join(format!("{i}.jsonl"));
-        let mut w = JsonlWriter::create(&path).unwrap();
-        for e in events {
-            w.write_event(e).unwrap();
-        }
-        w.flush().unwrap();
+        write_log(&path, events);
         cmd.arg(path);
     }
     let out = cmd.output().expect("python3 runs");

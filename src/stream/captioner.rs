@@ -298,6 +298,15 @@ impl Segment {
         self.agreement = Agreement::new(stable_agreement as usize);
         self.hypothesis = Hypothesis::default();
     }
+
+    /// After the partials' audio moved (a trim or a joint): starts over with a hypothesis that
+    /// changed now and no partial text shown for the new audio yet.
+    fn restart_partials(&mut self, stable_agreement: u32) {
+        self.start_over(stable_agreement);
+        self.hypothesis.voiced_at_change = self.voiced_frames;
+        self.hypothesis.frames_at_change = self.probs.len();
+        self.last_partial_text.clear();
+    }
 }
 
 /// The captioner of one track.
@@ -1140,10 +1149,7 @@ impl Captioner {
         seg.view_words.extend(shown);
         seg.view_tokens.extend(tokens);
         seg.view_start = cut;
-        seg.start_over(self.settings.stable_agreement);
-        seg.hypothesis.voiced_at_change = seg.voiced_frames;
-        seg.hypothesis.frames_at_change = seg.probs.len();
-        seg.last_partial_text.clear();
+        seg.restart_partials(self.settings.stable_agreement);
         self.stats.trims += 1;
         Ok(())
     }
@@ -1153,7 +1159,6 @@ impl Captioner {
     /// context), and the partials go on with the audio after it.
     fn close_part(&mut self, cut: usize) -> Result<(), CaptionError> {
         let mut seg = self.seg.take().expect("segment is open");
-        let n = seg.probs.len();
         let (from, to) = (seg.part_start * FRAME_SAMPLES, cut * FRAME_SAMPLES);
         let window = FinalWindow {
             audio: &seg.audio[from..to],
@@ -1191,10 +1196,7 @@ impl Captioner {
         });
         seg.part_start = cut;
         seg.view_start = cut;
-        seg.start_over(self.settings.stable_agreement);
-        seg.hypothesis.voiced_at_change = seg.voiced_frames;
-        seg.hypothesis.frames_at_change = n;
-        seg.last_partial_text.clear();
+        seg.restart_partials(self.settings.stable_agreement);
         seg.speculative = None;
         seg.probe = None;
         self.seg = Some(seg);

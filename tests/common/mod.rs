@@ -78,12 +78,17 @@ pub fn caption_file(model: &str, path: &Path, settings: &StreamSettings) -> Vec<
 pub fn wer(reference: &Path, events: &[CaptionEvent]) -> (f64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("hyp.jsonl");
-    let mut w = JsonlWriter::create(&log).unwrap();
+    write_log(&log, events);
+    wer_files(&[(reference.to_path_buf(), log)])
+}
+
+/// Writes `events` as a caption log (JSON lines) at `path`.
+pub fn write_log(path: &Path, events: &[CaptionEvent]) {
+    let mut w = JsonlWriter::create(path).unwrap();
     for e in events {
         w.write_event(e).unwrap();
     }
     w.flush().unwrap();
-    wer_files(&[(reference.to_path_buf(), log)])
 }
 
 /// Pooled WER over (reference, hypothesis file) pairs: (wer, errors, reference words).
