@@ -139,6 +139,16 @@ fn event_log_is_valid() {
             seen_final.len(),
             "{file}: a segment has no final"
         );
+        // the finals follow each other: no caption's words reach back into the previous one
+        let fin: Vec<_> = events.iter().filter(|e| e.is_final()).collect();
+        for w in fin.windows(2) {
+            assert!(
+                w[1].start >= w[0].end,
+                "{file}: {:?} starts before {:?} ends",
+                w[1].text,
+                w[0].text
+            );
+        }
     }
 }
 

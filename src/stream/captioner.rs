@@ -23,7 +23,8 @@
 //!   joins the parts' decodes (only the last part is decoded at the endpoint); its `language`
 //!   is that of most of its words;
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
-//!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is confirmed;
+//!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is
+//!   confirmed;
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s; the rest's first
 //!   partial is due at once;
 //! * language cut (`language_change_cut`, `auto` only): a joint cuts the segment instead, and
@@ -1545,9 +1546,10 @@ impl Captioner {
     }
 
     /// Decodes a final window (or takes its early decode) and times its words. A window whose
-    /// text was dropped because the decoder looped (repetition or compression-ratio guard) is split at its quietest frame near
-    /// the middle and each half decoded on its own, down to [`MIN_SPLIT_S`]: shorter windows
-    /// rarely loop, and this loses less speech than dropping the whole window.
+    /// text was dropped because the decoder looped (repetition or compression-ratio guard) is
+    /// split at its quietest frame near the middle and each half decoded on its own, down to
+    /// [`MIN_SPLIT_S`]: shorter windows rarely loop, and this loses less speech than dropping
+    /// the whole window.
     fn final_words(
         &mut self,
         window: FinalWindow<'_>,
@@ -1589,6 +1591,7 @@ impl Captioner {
             track = %self.track,
             from_s = start as f64 / SAMPLE_RATE,
             window_s,
+            avg_logprob = decoded.avg_logprob,
             pieces = ?decoded.pieces,
             "final decode"
         );
