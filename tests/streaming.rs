@@ -248,6 +248,73 @@ fn revision_window_keeps_words_once_read() {
 }
 
 #[test]
+fn a_language_switch_keeps_the_words_once_read() {
+    // when a caption's partials switch language (a French turn overlapped by an English one on
+    // one microphone), the words read longer than the revision window ago stay as shown and
+    // only the speech after them is shown in the new language; words of a language heard by a
+    // single hypothesis (the detector's first guess) may still be rewritten
+    let window = StreamSettings::default().revision_window_ms as f64 / 1000.0;
+    let norm = |w: &str| {
+        w.trim_matches(|c: char| c.is_ascii_punctuation())
+            .to_lowercase()
+    };
+    let auto = StreamSettings {
+        language: LanguageSetting::Auto,
+        ..Default::default()
+    };
+    let mut switches = 0;
+    for f in [
+        "meetings/fr_3spk/meeting.wav",
+        "meetings/mix_enfr_3spk/meeting.wav",
+    ] {
+        let events = run(&auto, &read_wav(&corpus(f)), || 320, false);
+        let mut by_segment: std::collections::BTreeMap<&str, Vec<&CaptionEvent>> =
+            Default::default();
+        for e in events.iter().filter(|e| e.kind == EventKind::Partial) {
+            by_segment.entry(&e.segment_id).or_default().push(e);
+        }
+        for partials in by_segment.values() {
+            for (k, pair) in partials.windows(2).enumerate() {
+                let (p, q) = (pair[0], pair[1]);
+                // partials in a row, up to p, in p's language
+                let heard = partials[..=k]
+                    .iter()
+                    .rev()
+                    .take_while(|e| e.language == p.language)
+                    .count();
+                if q.language == p.language || heard < 2 {
+                    continue;
+                }
+                // the last word shown may still be lengthened or dropped
+                let read: Vec<_> = p.words[..p.words.len().saturating_sub(1)]
+                    .iter()
+                    .take_while(|w| q.end - w.end >= window)
+                    .collect();
+                if read.is_empty() {
+                    continue;
+                }
+                switches += 1;
+                for (i, w) in read.iter().enumerate() {
+                    assert!(
+                        q.words.get(i).is_some_and(|x| norm(&x.w) == norm(&w.w)),
+                        "{f} {}: {:?} ({:?}) rewritten as {:?} ({:?})",
+                        p.segment_id,
+                        p.text,
+                        p.language,
+                        q.text,
+                        q.language
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        switches >= 2,
+        "{switches} language switches: the test shows nothing"
+    );
+}
+
+#[test]
 fn partials_keep_up_with_the_speech() {
     // in the English meeting a speaker starts right after another's sentence ends; the decoder
     // then tends to end its hypothesis at that sentence end for seconds: partials must still

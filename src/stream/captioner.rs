@@ -21,7 +21,11 @@
 //!   language without an endpoint pause is then shown about a second after it starts, and is
 //!   neither dropped nor translated into the previous turn's language. The segment's final
 //!   joins the parts' decodes (only the last part is decoded at the endpoint); its `language`
-//!   is that of most of its words;
+//!   is that of most of its words. When a partial's detection switches language, the words
+//!   read longer than `revision_window_ms` ago stay shown (the partials are trimmed at the
+//!   pause after them) and the next partial, at the same time, shows the speech after them in
+//!   the new language: a switch rewrites no word already read, except those of a language
+//!   fewer than `stable_agreement` partials heard (the detector's first guess);
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is
 //!   confirmed;
@@ -78,6 +82,9 @@ const JOINT_SEARCH_S: f64 = 1.5;
 const JOINT_GUARD_S: f64 = 0.3;
 /// Shortest part of a segment before a joint, seconds.
 const MIN_PART_S: f64 = 1.0;
+/// At a partial language switch, the pause the new language is decoded from is looked for from
+/// this long before the end of the last word kept (word times are estimates), seconds.
+const SWITCH_TRIM_BEFORE_S: f64 = 0.15;
 /// Words of a partial hypothesis's beginning that, said again later in it, mark a restart.
 const RESTART_WORDS: usize = 3;
 /// Shortest half when a looping final window is split, seconds.
@@ -184,6 +191,8 @@ struct Segment {
     /// Language the segment's partials decode in (`auto`: detected by each partial, kept
     /// unless another is confidently detected).
     language: Option<String>,
+    /// Partial decodes in a row that heard `language`.
+    language_run: u32,
     /// A final decode made ahead of the endpoint: (absolute end sample, result).
     speculative: Option<(u64, Decoded)>,
     /// Another language the latest tail probe confidently heard (`auto` only): a second
@@ -259,6 +268,7 @@ impl Segment {
             hypothesis: Hypothesis::default(),
             agreement: Agreement::new(stable_agreement as usize),
             language: None,
+            language_run: 0,
             speculative: None,
             probe: None,
             part_start: 0,
@@ -943,7 +953,7 @@ impl Captioner {
             stop_on_repeated_ngram: Some(PARTIAL_REPEAT_NGRAM),
             ..Default::default()
         };
-        let from = seg.view_start * FRAME_SAMPLES;
+        let mut from = seg.view_start * FRAME_SAMPLES;
         let t = std::time::Instant::now();
         let mut d = self.whisper.transcribe(&seg.audio[from..], &opts);
         if let Ok(new) = &d
@@ -958,15 +968,36 @@ impl Captioner {
                 to = ?new.language,
                 "partial language switch"
             );
+            let now_s = self.pos as f64 / SAMPLE_RATE;
+            let switch_trim = switch_trim_at(seg, now_s, &self.settings);
+            let seg = self.seg.as_mut().expect("segment is open");
             seg.start_over(self.settings.stable_agreement);
             min_text_tokens = 0;
-            if !opts.prefix.is_empty() || opts.min_text_tokens > 0 {
+            let retry = !opts.prefix.is_empty() || opts.min_text_tokens > 0;
+            if let Some((settled, cut)) = switch_trim {
+                // the words read long enough ago stay as shown; the new language is decoded
+                // from the pause after them
+                self.seg
+                    .as_mut()
+                    .expect("segment is open")
+                    .shown
+                    .truncate(settled);
+                self.trim_view(cut)?;
+                let seg = self.seg.as_mut().expect("segment is open");
+                // their text is no context for the other language
+                seg.view_tokens.clear();
+                from = seg.view_start * FRAME_SAMPLES;
+                opts.context.clear();
+            }
+            let seg = self.seg.as_mut().expect("segment is open");
+            if retry || switch_trim.is_some() {
                 opts.prefix.clear();
                 opts.min_text_tokens = 0;
                 opts.language = Language::Fixed(new.language.clone().unwrap_or_default());
                 d = self.whisper.transcribe(&seg.audio[from..], &opts);
             }
         }
+        let seg = self.seg.as_mut().expect("segment is open");
         if let Ok(echo) = &d
             && echo.guards.contains(&Guard::ContextEcho)
             && !opts.prefix.is_empty()
@@ -982,8 +1013,12 @@ impl Captioner {
         self.stats.asr_s += t.elapsed().as_secs_f64();
         let d = d?;
         if self.settings.language == LanguageSetting::Auto {
+            if seg.language != d.language {
+                seg.language_run = 0;
+            }
             seg.language = d.language.clone();
         }
+        seg.language_run += 1;
         if !d.guards.is_empty() {
             self.stats.guarded += 1;
         }
@@ -1768,6 +1803,44 @@ fn settle_shown(
     }
     seg.agreement.commit(&h.text_tokens[..starts[settled]]);
     Ok(())
+}
+
+/// At a partial language switch: how many of the shown words were read long enough ago to stay
+/// (past the revision window, as [`settle_shown`] keeps them) and the frame to decode the new
+/// language from, the longest pause from just before the last of them ends to
+/// [`JOINT_GUARD_S`] before now. None when no word is settled, no audio is left after it, or
+/// the partials heard the old language fewer times than `stable_agreement`.
+fn switch_trim_at(seg: &Segment, now_s: f64, settings: &StreamSettings) -> Option<(usize, usize)> {
+    // a language heard by fewer hypotheses than a word needs to be stable may be the
+    // detector's first guess on little audio: its words are rewritten in the new one
+    if settings.revision_window_ms == 0 || seg.language_run < settings.stable_agreement {
+        return None;
+    }
+    let window_s = settings.revision_window_ms as f64 / 1000.0;
+    let settled = seg
+        .shown
+        .iter()
+        .take_while(|w| now_s - w.end >= window_s)
+        .count();
+    let last = seg.shown.get(settled.checked_sub(1)?)?;
+    let start_s = seg.start as f64 / SAMPLE_RATE;
+    let frame = |t: f64| (((t - start_s) / FRAME_S).max(0.0) as usize).min(seg.probs.len());
+    let lo = frame(last.end - SWITCH_TRIM_BEFORE_S).max(seg.view_start + 1);
+    let hi = match seg.shown.get(settled) {
+        Some(next) => frame(next.end),
+        None => seg.probs.len(),
+    }
+    .min(
+        seg.probs
+            .len()
+            .saturating_sub((JOINT_GUARD_S / FRAME_S) as usize),
+    );
+    (lo < hi).then(|| {
+        (
+            settled,
+            pause_in(&seg.probs[lo..hi], settings.vad_release) + lo,
+        )
+    })
 }
 
 /// `words` in lower case, letters, digits and apostrophes only.
