@@ -109,3 +109,57 @@ fn english_words_show_within_the_latency_target_before_decode_time() {
     assert!(max <= endpoint + 0.05, "final {max:.3} s after its end");
     assert_eq!(seen["acausal"].as_u64(), Some(0));
 }
+
+#[test]
+fn the_corpus_words_show_within_the_latency_target_before_decode_time() {
+    // the partial latency target (p95 0.8 s after the end of a word) over every speech file of
+    // the corpus, pooled as the benchmark pools it, each in its benchmark language: the French
+    // voices and the bilingual meetings (language switches, joints, overlapped turns) included
+    let en = [
+        "meetings/en_3spk/meeting.wav",
+        "meetings/en_3spk/tracks/A.wav",
+        "meetings/en_3spk/tracks/B.wav",
+        "meetings/en_3spk/tracks/C.wav",
+        "utterances/real/librivox_0870.wav",
+        "utterances/real/librivox_0880.wav",
+        "utterances/real/librivox_0890.wav",
+        "utterances/synth/en_01.wav",
+        "utterances/synth/en_02.wav",
+        "utterances/synth/en_03.wav",
+    ];
+    let fr = [
+        "utterances/synth/fr_01.wav",
+        "utterances/synth/fr_02.wav",
+        "utterances/synth/fr_03.wav",
+    ];
+    let auto = [
+        "meetings/fr_3spk/meeting.wav",
+        "meetings/mix_enfr_3spk/meeting.wav",
+    ];
+    let with = |language: LanguageSetting| StreamSettings {
+        language,
+        ..Default::default()
+    };
+    let mut logs = Vec::new();
+    for f in en {
+        logs.push(caption_audio_clock(f, &english()));
+    }
+    for f in fr {
+        logs.push(caption_audio_clock(
+            f,
+            &with(LanguageSetting::Fixed("fr".into())),
+        ));
+    }
+    for f in auto {
+        logs.push(caption_audio_clock(f, &with(LanguageSetting::Auto)));
+    }
+    let figures = latency(&logs);
+    eprintln!("{figures:#}");
+    let seen = &figures["partial_word_first_seen"];
+    assert!(seen["count"].as_u64().unwrap() >= 500, "{seen}");
+    let p95 = seen["p95"].as_f64().unwrap();
+    assert!(p95 <= 0.8, "partial word p95 {p95:.3} s");
+    assert_eq!(seen["acausal"].as_u64(), Some(0));
+    let finals = figures["final_minus_segment_end"]["p95"].as_f64().unwrap();
+    assert!(finals <= 1.0, "final p95 {finals:.3} s after its end");
+}
