@@ -1918,7 +1918,10 @@ fn round_ms(t: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{pause_in, restart_at, restart_begun};
+    use super::{
+        FRAME_S, FRAME_SAMPLES, Segment, StreamSettings, TimedWord, pause_in, restart_at,
+        restart_begun, switch_trim_at,
+    };
 
     #[test]
     fn a_hypothesis_starting_over_is_found() {
@@ -1955,6 +1958,41 @@ mod tests {
         assert_eq!(restart_begun(&w("? ?")), None);
         assert_eq!(restart_begun(&w("word")), None);
         assert_eq!(restart_begun(&w("")), None);
+    }
+
+    #[test]
+    fn a_language_switch_keeps_the_words_read_and_trims_at_the_pause_after_them() {
+        // 3 s from sample 0: speech, a 0.32 s pause from 1.28 s, speech again
+        let n = (3.0 / FRAME_S) as usize;
+        let probs: Vec<f32> = (0..n)
+            .map(|i| if (40..50).contains(&i) { 0.05 } else { 0.9 })
+            .collect();
+        let mut seg = Segment::open(0, vec![0.0; n * FRAME_SAMPLES], probs, 0, 0, 2);
+        let word = |text: &str, start: f64, end: f64| TimedWord {
+            text: text.into(),
+            start,
+            end,
+        };
+        seg.shown = vec![
+            word("Les", 0.1, 0.5),
+            word("membres", 0.5, 1.25),
+            word("de", 1.6, 2.2),
+        ];
+        let settings = StreamSettings::default(); // revision window 300 ms, agreement 2
+        // a language heard by one hypothesis only is a first guess: rewritten
+        seg.language_run = 1;
+        assert_eq!(switch_trim_at(&seg, 2.4, &settings), None);
+        seg.language_run = 2;
+        // at 2.4 s the first two words are read; the trim falls in the pause after them
+        assert_eq!(switch_trim_at(&seg, 2.4, &settings), Some((2, 45)));
+        // at 0.7 s nothing is read yet
+        assert_eq!(switch_trim_at(&seg, 0.7, &settings), None);
+        // no revision window: every word may change
+        let off = StreamSettings {
+            revision_window_ms: 0,
+            ..Default::default()
+        };
+        assert_eq!(switch_trim_at(&seg, 2.4, &off), None);
     }
 
     #[test]
