@@ -60,6 +60,19 @@ fn latency(logs: &[Vec<CaptionEvent>]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("latency.py prints JSON")
 }
 
+/// `latency.py` figures over `logs`, asserting the partial latency target on at least
+/// `min_words` words: first seen p95 ≤ 0.8 s after their end, none before it.
+fn within_partial_target(logs: &[Vec<CaptionEvent>], min_words: u64) -> serde_json::Value {
+    let figures = latency(logs);
+    eprintln!("{figures:#}");
+    let seen = &figures["partial_word_first_seen"];
+    assert!(seen["count"].as_u64().unwrap() >= min_words, "{seen}");
+    let p95 = seen["p95"].as_f64().unwrap();
+    assert!(p95 <= 0.8, "partial word p95 {p95:.3} s");
+    assert_eq!(seen["acausal"].as_u64(), Some(0));
+    figures
+}
+
 #[test]
 fn the_audio_clock_gives_the_same_events_every_run() {
     let a = caption_audio_clock("meetings/en_3spk/meeting.wav", &english());
@@ -95,19 +108,13 @@ fn english_words_show_within_the_latency_target_before_decode_time() {
         .iter()
         .map(|f| caption_audio_clock(f, &english()))
         .collect();
-    let figures = latency(&logs);
-    eprintln!("{figures:#}");
-    let seen = &figures["partial_word_first_seen"];
-    assert!(seen["count"].as_u64().unwrap() >= 120, "{seen}");
-    let p95 = seen["p95"].as_f64().unwrap();
-    assert!(p95 <= 0.8, "partial word p95 {p95:.3} s");
+    let figures = within_partial_target(&logs, 120);
     // finals are confirmed endpoint_silence_ms after the last voiced frame (one VAD frame of
     // rounding), never later
     let finals = &figures["final_minus_segment_end"];
     let max = finals["max"].as_f64().unwrap();
     let endpoint = english().endpoint_silence_ms as f64 / 1000.0;
     assert!(max <= endpoint + 0.05, "final {max:.3} s after its end");
-    assert_eq!(seen["acausal"].as_u64(), Some(0));
 }
 
 #[test]
@@ -153,13 +160,7 @@ fn the_corpus_words_show_within_the_latency_target_before_decode_time() {
     for f in auto {
         logs.push(caption_audio_clock(f, &with(LanguageSetting::Auto)));
     }
-    let figures = latency(&logs);
-    eprintln!("{figures:#}");
-    let seen = &figures["partial_word_first_seen"];
-    assert!(seen["count"].as_u64().unwrap() >= 500, "{seen}");
-    let p95 = seen["p95"].as_f64().unwrap();
-    assert!(p95 <= 0.8, "partial word p95 {p95:.3} s");
-    assert_eq!(seen["acausal"].as_u64(), Some(0));
+    let figures = within_partial_target(&logs, 500);
     let finals = figures["final_minus_segment_end"]["p95"].as_f64().unwrap();
     assert!(finals <= 1.0, "final p95 {finals:.3} s after its end");
 }

@@ -787,7 +787,7 @@ impl Captioner {
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
         match self.stuck_at()? {
             None => {}
-            Some((cut, None)) => self.trim_view(cut)?,
+            Some((cut, None)) => self.trim_view(cut, true)?,
             Some((cut, Some(language))) => {
                 if self.settings.language_change_cut {
                     // each language its own final: the joint is a cut
@@ -968,32 +968,23 @@ impl Captioner {
                 to = ?new.language,
                 "partial language switch"
             );
-            let now_s = self.pos as f64 / SAMPLE_RATE;
-            let switch_trim = switch_trim_at(seg, now_s, &self.settings);
-            let seg = self.seg.as_mut().expect("segment is open");
+            let switch_trim = switch_trim_at(seg, self.pos as f64 / SAMPLE_RATE, &self.settings);
             seg.start_over(self.settings.stable_agreement);
             min_text_tokens = 0;
             let retry = !opts.prefix.is_empty() || opts.min_text_tokens > 0;
             if let Some((settled, cut)) = switch_trim {
-                // the words read long enough ago stay as shown; the new language is decoded
-                // from the pause after them
-                self.seg
-                    .as_mut()
-                    .expect("segment is open")
-                    .shown
-                    .truncate(settled);
-                self.trim_view(cut)?;
-                let seg = self.seg.as_mut().expect("segment is open");
-                // their text is no context for the other language
-                seg.view_tokens.clear();
-                from = seg.view_start * FRAME_SAMPLES;
+                // the words read long enough ago stay as shown (their text is no context for
+                // the other language); the new one is decoded from the pause after them
+                seg.shown.truncate(settled);
+                self.trim_view(cut, false)?;
+                from = cut * FRAME_SAMPLES;
                 opts.context.clear();
             }
-            let seg = self.seg.as_mut().expect("segment is open");
             if retry || switch_trim.is_some() {
                 opts.prefix.clear();
                 opts.min_text_tokens = 0;
                 opts.language = Language::Fixed(new.language.clone().unwrap_or_default());
+                let seg = self.seg.as_ref().expect("segment is open");
                 d = self.whisper.transcribe(&seg.audio[from..], &opts);
             }
         }
@@ -1169,12 +1160,17 @@ impl Captioner {
     /// decoding context, and later partials decode only the audio after the trim, so the next
     /// sentence is shown at the next partial instead of after the decoder is pushed past the
     /// sentence end. Only the partials are trimmed: the final still decodes the whole part,
-    /// sentences together.
-    fn trim_view(&mut self, cut: usize) -> Result<(), CaptionError> {
+    /// sentences together. Without `as_context` (a trim at a language switch) the words before
+    /// the trim are no decoding context.
+    fn trim_view(&mut self, cut: usize, as_context: bool) -> Result<(), CaptionError> {
         let seg = self.seg.as_mut().expect("segment is open");
         let shown = std::mem::take(&mut seg.shown);
         let text: String = shown.iter().map(|w| format!(" {}", w.text)).collect();
-        let tokens = self.whisper.encode_text(&text)?;
+        if as_context {
+            seg.view_tokens.extend(self.whisper.encode_text(&text)?);
+        } else {
+            seg.view_tokens.clear();
+        }
         tracing::debug!(
             track = %self.track,
             at_s = self.pos as f64 / SAMPLE_RATE,
@@ -1183,7 +1179,6 @@ impl Captioner {
             "trim"
         );
         seg.view_words.extend(shown);
-        seg.view_tokens.extend(tokens);
         seg.view_start = cut;
         seg.restart_partials(self.settings.stable_agreement);
         self.stats.trims += 1;
