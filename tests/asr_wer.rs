@@ -564,3 +564,72 @@ fn auto_partials_of_french_turns_are_not_taken_for_english() {
         wrong.len()
     );
 }
+
+/// Pooled (streaming errors, whole-segment offline errors, reference words) of `files`.
+fn streaming_and_whole_segment(lang: &str, files: &[&str]) -> (u64, u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut streamed, mut offline) = (Vec::new(), Vec::new());
+    for (i, f) in files.iter().enumerate() {
+        let wav = corpus(&format!("{f}.wav"));
+        let reference = ["stm", "txt"]
+            .iter()
+            .map(|x| corpus(&format!("{f}.{x}")))
+            .find(|p| p.exists())
+            .unwrap();
+        let log = dir.path().join(format!("{i}.jsonl"));
+        write_log(&log, &caption_file("whisper-base", &wav, &settings(lang)));
+        streamed.push((reference.clone(), log));
+        let text = soustitre::bench::segment_offline_transcript(
+            engine("whisper-base"),
+            &wav,
+            &settings(lang),
+        )
+        .unwrap();
+        let txt = dir.path().join(format!("{i}.txt"));
+        std::fs::write(&txt, format!("{text}\n")).unwrap();
+        offline.push((reference, txt));
+    }
+    let (_, s, n) = wer_files(&streamed);
+    let (_, o, _) = wer_files(&offline);
+    (s, o, n)
+}
+
+#[test]
+fn streaming_costs_at_most_five_percent_of_the_whole_segment_errors() {
+    // The finals decode whole segments: captioning live must not lose what decoding every
+    // segment once complete gets (the benchmark's streaming/offline ratio, target <= 1.05).
+    for (lang, files) in [
+        (
+            "en",
+            &[
+                "utterances/synth/en_01",
+                "utterances/synth/en_02",
+                "utterances/synth/en_03",
+                "meetings/en_3spk/meeting",
+            ][..],
+        ),
+        (
+            "en",
+            &[
+                "utterances/real/librivox_0870",
+                "utterances/real/librivox_0880",
+                "utterances/real/librivox_0890",
+            ][..],
+        ),
+        (
+            "fr",
+            &[
+                "utterances/synth/fr_01",
+                "utterances/synth/fr_02",
+                "utterances/synth/fr_03",
+            ][..],
+        ),
+    ] {
+        let (streaming, offline, words) = streaming_and_whole_segment(lang, files);
+        assert!(words > 0);
+        assert!(
+            streaming as f64 <= 1.05 * offline as f64,
+            "{files:?}: {streaming} errors streaming, {offline} decoding whole segments"
+        );
+    }
+}
