@@ -359,14 +359,15 @@ fn transcribe(args: TranscribeArgs) -> Result<()> {
             report.stats.diarize_wait_s
         );
     }
+    // a ratio over less than a second of audio says nothing: the process's start-up dominates
+    let compute = if report.audio_s >= 1.0 {
+        format!("{:.2} s per audio second", report.cpu_s / report.audio_s)
+    } else {
+        format!("{:.2} s", report.cpu_s)
+    };
     eprintln!(
-        "{} finals, {:.1} s of audio in {:.1} s; compute {:.2} s per audio second (ASR {:.2} s, VAD {:.2} s)",
-        report.stats.finals,
-        report.audio_s,
-        report.wall_s,
-        report.cpu_s / report.audio_s.max(1e-9),
-        report.stats.asr_s,
-        report.stats.vad_s
+        "{} finals, {:.1} s of audio in {:.1} s; compute {compute} (ASR {:.2} s, VAD {:.2} s)",
+        report.stats.finals, report.audio_s, report.wall_s, report.stats.asr_s, report.stats.vad_s
     );
     if interrupt.requested() {
         // everything heard was captioned and written; the exit status says it was cut short
