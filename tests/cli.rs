@@ -491,6 +491,37 @@ fn text_file_is_not_an_audio_input() {
 }
 
 #[test]
+fn a_wav_without_samples_is_captioned_as_nothing() {
+    // a well-formed 16 kHz mono 16-bit WAV header whose data chunk is empty
+    let tmp = tempfile::tempdir().unwrap();
+    let wav = tmp.path().join("empty.wav");
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&36u32.to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&16_000u32.to_le_bytes());
+    b.extend_from_slice(&32_000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&0u32.to_le_bytes());
+    fs::write(&wav, &b).unwrap();
+    let events = tmp.path().join("empty.jsonl");
+    let run = Run::of(transcribe(&wav, &[]).arg("--events").arg(&events));
+    run.assert_success();
+    assert!(read_events(&events).is_empty(), "{}", run.describe());
+    let summary = run.stderr.lines().last().unwrap_or_default();
+    assert!(summary.starts_with("0 finals, 0.0 s of audio"), "{summary}");
+    assert!(
+        !summary.contains("per audio second"),
+        "no ratio over no audio: {summary}"
+    );
+}
+
+#[test]
 fn unknown_option_is_a_usage_error() {
     let run = Run::of(&mut transcribe(&corpus(EN_01), &["--frobnicate"]));
     assert_eq!(run.code, Some(2), "{}", run.describe());
