@@ -4,13 +4,14 @@
 //! (`score/wer.py`, `score/latency.py`) and prints a table and JSON.
 //!
 //! The two offline references separate what streaming costs from what segmentation costs:
-//! * *whole-segment* ([`segment_offline_transcript`]): the same VAD segmentation, each segment
-//!   decoded once, after its end, as long as Whisper's window allows: no partials, no joints, no
-//!   forced cut before [`OFFLINE_WINDOW_S`]. Streaming WER over this one is the cost of the
-//!   streaming policy; it is the ratio the targets speak of.
-//! * *whole-file* ([`offline_transcript`]): no VAD at all, the file in windows of at most
-//!   [`OFFLINE_WINDOW_S`] cut at quiet frames. It also shows what decoding from the start of the
-//!   speech instead of from the start of the file changes.
+//! * *whole-segment* ([`segment_offline_transcript`]): the same VAD gating, each segment decoded
+//!   once, after its end, as long as Whisper's window allows: no partials, hence no joints and,
+//!   with `auto`, no language settled by partials (the stream's detection decides), and no forced
+//!   cut before [`OFFLINE_WINDOW_S`]; no diarization. Streaming WER over this one is the cost of
+//!   the streaming policy; it is the ratio the targets speak of.
+//! * *whole-file* ([`offline_transcript`]): no VAD gating, the file in windows of at most
+//!   [`OFFLINE_WINDOW_S`] cut at the quietest frames. It also shows what decoding from the start
+//!   of the speech instead of from the start of the file changes.
 //!
 //! Figures: WER (streaming and both offline, and the ratios), partial and final latency p50/p95 as
 //! `latency.py` defines them, real-time factor (inference seconds per audio second), process CPU
@@ -186,7 +187,7 @@ pub struct Pooled {
     /// Whole-file offline WER, percent.
     pub offline_wer: f64,
     /// Streaming errors over whole-segment offline errors: the cost of streaming.
-    pub ratio: f64,
+    pub segment_ratio: f64,
     /// Streaming errors over whole-file offline errors.
     pub file_ratio: f64,
 }
@@ -579,7 +580,7 @@ fn pool(files: &[FileFigures]) -> Vec<Pooled> {
                 stream_wer: pct(se),
                 segment_wer: pct(ge),
                 offline_wer: pct(oe),
-                ratio: error_ratio(se, ge),
+                segment_ratio: error_ratio(se, ge),
                 file_ratio: error_ratio(se, oe),
             }
         })
@@ -639,7 +640,7 @@ impl BenchReport {
                 p.ref_words,
                 p.stream_wer,
                 p.segment_wer,
-                p.ratio,
+                p.segment_ratio,
                 p.offline_wer,
                 p.file_ratio
             );
@@ -803,9 +804,10 @@ fn find_score_dir(corpus: &Path) -> Option<PathBuf> {
 }
 
 /// Decodes every speech segment of the file once it is complete, with the streaming settings'
-/// segmentation and decoding (VAD, pads, endpoint, language, context of the previous finals)
-/// but no partials, hence no joints or trims, and segments cut only past [`OFFLINE_WINDOW_S`]:
-/// what the streaming captioner would give if it could wait for the end of every segment.
+/// VAD gating and decoding (pads, endpoint, language setting, context of the previous finals)
+/// but no partials, hence no joints or trims and, with `auto`, each segment in the language the
+/// stream's detection decides; segments are cut only past [`OFFLINE_WINDOW_S`], and there is no
+/// diarization: what the captioner would give if it could wait for the end of every segment.
 pub fn segment_offline_transcript(
     engine: &Engine,
     wav: &Path,

@@ -565,7 +565,8 @@ fn auto_partials_of_french_turns_are_not_taken_for_english() {
     );
 }
 
-/// Pooled (streaming errors, whole-segment offline errors, reference words) of `files`.
+/// Pooled (streaming errors, whole-segment offline errors, reference words) of `files`; with a
+/// fixed language the streaming finals must also read exactly as the whole-segment decode.
 fn streaming_and_whole_segment(lang: &str, files: &[&str]) -> (u64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (mut streamed, mut offline) = (Vec::new(), Vec::new());
@@ -576,8 +577,9 @@ fn streaming_and_whole_segment(lang: &str, files: &[&str]) -> (u64, u64, u64) {
             .map(|x| corpus(&format!("{f}.{x}")))
             .find(|p| p.exists())
             .unwrap();
+        let events = caption_file("whisper-base", &wav, &settings(lang));
         let log = dir.path().join(format!("{i}.jsonl"));
-        write_log(&log, &caption_file("whisper-base", &wav, &settings(lang)));
+        write_log(&log, &events);
         streamed.push((reference.clone(), log));
         let text = soustitre::bench::segment_offline_transcript(
             engine("whisper-base"),
@@ -585,6 +587,16 @@ fn streaming_and_whole_segment(lang: &str, files: &[&str]) -> (u64, u64, u64) {
             &settings(lang),
         )
         .unwrap();
+        if lang != "auto" {
+            // one language, segments under max_segment_s: the partials (trims) never change a
+            // final, so captioning live reads the same as waiting for every segment's end
+            let finals: Vec<&str> = finals(&events)
+                .iter()
+                .map(|e| e.text.as_str())
+                .filter(|t| !t.is_empty())
+                .collect();
+            assert_eq!(finals.join(" "), text, "{f}");
+        }
         let txt = dir.path().join(format!("{i}.txt"));
         std::fs::write(&txt, format!("{text}\n")).unwrap();
         offline.push((reference, txt));
@@ -596,8 +608,9 @@ fn streaming_and_whole_segment(lang: &str, files: &[&str]) -> (u64, u64, u64) {
 
 #[test]
 fn streaming_costs_at_most_five_percent_of_the_whole_segment_errors() {
-    // The finals decode whole segments: captioning live must not lose what decoding every
-    // segment once complete gets (the benchmark's streaming/offline ratio, target <= 1.05).
+    // The benchmark's streaming/offline ratio (target <= 1.05), on the single utterances and the
+    // English meeting. With `auto` on the bilingual meetings the two differ (joints, the language
+    // the partials settled on, forced cuts at 15 s instead of 28 s): the benchmark reports them.
     for (lang, files) in [
         (
             "en",
