@@ -324,25 +324,22 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         }
         log.flush()
             .map_err(|e| BenchError::Io(log_path.clone(), e))?;
-        let offline_text = offline_transcript(&engine, &item.wav, &settings).map_err(|source| {
-            BenchError::Run {
+        // the two offline references, each written beside the caption log and scored like it
+        let offline = |suffix: &str, text: Result<String, RunError>| {
+            let text = text.map_err(|source| BenchError::Run {
                 file: item.name.clone(),
                 source,
-            }
-        })?;
-        let off_path = args.out_dir.join(format!("{stem}.offline.txt"));
-        std::fs::write(&off_path, format!("{offline_text}\n"))
-            .map_err(|e| BenchError::Io(off_path.clone(), e))?;
-        let segment_text =
-            segment_offline_transcript(&engine, &item.wav, &settings).map_err(|source| {
-                BenchError::Run {
-                    file: item.name.clone(),
-                    source,
-                }
             })?;
-        let seg_path = args.out_dir.join(format!("{stem}.segments.txt"));
-        std::fs::write(&seg_path, format!("{segment_text}\n"))
-            .map_err(|e| BenchError::Io(seg_path.clone(), e))?;
+            let path = args.out_dir.join(format!("{stem}.{suffix}.txt"));
+            std::fs::write(&path, format!("{text}\n"))
+                .map_err(|e| BenchError::Io(path.clone(), e))?;
+            Ok::<_, BenchError>(path)
+        };
+        let off_path = offline("offline", offline_transcript(&engine, &item.wav, &settings))?;
+        let seg_path = offline(
+            "segments",
+            segment_offline_transcript(&engine, &item.wav, &settings),
+        )?;
         let finals: Vec<CaptionEvent> = events.iter().filter(|e| e.is_final()).cloned().collect();
         let steadiness = stability(&events);
         let s = score_wer(&score_dir, &item.reference, &log_path)?;

@@ -10,6 +10,8 @@
 //!
 //! Run with `cargo test --release --test cli` (inference is slow in debug builds).
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -495,20 +497,7 @@ fn a_wav_without_samples_is_captioned_as_nothing() {
     // a well-formed 16 kHz mono 16-bit WAV header whose data chunk is empty
     let tmp = tempfile::tempdir().unwrap();
     let wav = tmp.path().join("empty.wav");
-    let mut b = Vec::new();
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&36u32.to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&16_000u32.to_le_bytes());
-    b.extend_from_slice(&32_000u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&0u32.to_le_bytes());
-    fs::write(&wav, &b).unwrap();
+    common::write_wav(&wav, &[]);
     let events = tmp.path().join("empty.jsonl");
     let run = Run::of(transcribe(&wav, &[]).arg("--events").arg(&events));
     run.assert_success();

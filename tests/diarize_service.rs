@@ -7,34 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{corpus, read_wav};
+use common::{corpus, read_wav, write_wav};
 use soustitre::config::{CliOverrides, Env, ServiceConfig};
 use soustitre::server::Service;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-diar-test";
 const ADMIN_TOKEN: &str = "admin-token-admin-token-admin-token-0123";
-
-/// Writes a 16 kHz mono 16-bit WAV.
-fn write_wav(path: &std::path::Path, samples: &[f32]) {
-    let mut b = Vec::new();
-    let data = (samples.len() * 2) as u32;
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes());
-    b.extend_from_slice(&16_000u32.to_le_bytes());
-    b.extend_from_slice(&32_000u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data.to_le_bytes());
-    for s in samples {
-        b.extend_from_slice(&((s * 32767.0).round() as i16).to_le_bytes());
-    }
-    std::fs::write(path, b).unwrap();
-}
 
 /// Two voices on one input: A, B, A turns of the dev meeting's tracks with pauses between.
 fn two_voices(path: &std::path::Path) {

@@ -39,6 +39,28 @@ pub fn engine(model: &str) -> &'static Engine {
     })
 }
 
+/// Writes `samples` as a 16 kHz mono 16-bit PCM WAV file.
+pub fn write_wav(path: &Path, samples: &[f32]) {
+    let mut b = Vec::new();
+    let data = (samples.len() * 2) as u32;
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&16_000u32.to_le_bytes());
+    b.extend_from_slice(&32_000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&((s * 32767.0).round() as i16).to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
 /// Samples of a 16-bit PCM mono WAV file, as int16 / 32768.
 pub fn read_wav(path: &Path) -> Vec<f32> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
