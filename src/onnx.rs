@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 /// Errors from the inference runtime, each naming the library or model involved.
 #[derive(Debug, thiserror::Error)]
@@ -70,28 +70,46 @@ pub fn library() -> Option<&'static Path> {
 
 /// Builds a session for the model at `path` (one intra-op thread, full graph optimisation).
 pub fn session(path: &Path) -> Result<Session, OnnxError> {
-    let env = ENV.get().ok_or_else(|| OnnxError::Load {
-        path: path.to_path_buf(),
-        detail: "ONNX Runtime is not initialised".into(),
-    })?;
-    let load = |detail: String| OnnxError::Load {
+    if !path.exists() {
+        return Err(OnnxError::Load {
+            path: path.to_path_buf(),
+            detail: "file not found".into(),
+        });
+    }
+    let load = load_err(path);
+    builder(path)?
+        .commit_from_file(path)
+        .map_err(|e| load(e.to_string()))
+}
+
+/// Builds a session from the serialized model `bytes` (read from, or derived from, `path`,
+/// which names it in errors), with the same policy as [`session`].
+pub fn session_from_memory(path: &Path, bytes: &[u8]) -> Result<Session, OnnxError> {
+    let load = load_err(path);
+    builder(path)?
+        .commit_from_memory(bytes)
+        .map_err(|e| load(e.to_string()))
+}
+
+fn load_err(path: &Path) -> impl Fn(String) -> OnnxError + '_ {
+    move |detail| OnnxError::Load {
         path: path.to_path_buf(),
         detail,
-    };
-    if !path.exists() {
-        return Err(load("file not found".into()));
     }
-    let builder = Session::builder(env).map_err(|e| load(e.to_string()))?;
-    let builder = builder
+}
+
+fn builder(path: &Path) -> Result<SessionBuilder, OnnxError> {
+    let load = load_err(path);
+    let env = ENV
+        .get()
+        .ok_or_else(|| load("ONNX Runtime is not initialised".into()))?;
+    Session::builder(env)
+        .map_err(|e| load(e.to_string()))?
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| load(e.to_string()))?
         .with_intra_threads(1)
         .map_err(|e| load(e.to_string()))?
         .with_inter_threads(1)
-        .map_err(|e| load(e.to_string()))?;
-    let mut builder = builder;
-    builder
-        .commit_from_file(path)
         .map_err(|e| load(e.to_string()))
 }
 

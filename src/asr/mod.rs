@@ -5,12 +5,14 @@
 //! lets a larger Whisper or another engine be swapped in by configuration.
 
 mod config;
+mod logit_rows;
 mod mel;
 mod whisper;
 
 use std::path::{Path, PathBuf};
 
 pub use config::WhisperConfig;
+pub use logit_rows::{GraphEditError, ROWS_INPUT, select_logit_rows};
 pub use mel::MelFrontend;
 pub use whisper::{
     CONTEXT_PAD_FRAMES, DecodeOptions, Decoded, ENGLISH_SWITCH_CONFIDENCE, Guard,

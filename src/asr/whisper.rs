@@ -7,7 +7,10 @@
 //! compression ratio, no-speech probability).
 //!
 //! Latency model (whisper-base int8, one core): mel ~15 ms, encoder ~20 ms per second of audio,
-//! decoder ~8-15 ms per token.
+//! the prompt step (previous text, start-of-transcript sequence, forced prefix: one batched
+//! pass) ~10-20 ms, then ~5-10 ms per token. The decoder is loaded edited by [`logit_rows`] so
+//! that the vocabulary projection, half of a step's multiply-adds, runs only for the rows read
+//! (the start-of-transcript row and the last one), not for every prompt position.
 
 use std::io::Write as _;
 
@@ -16,6 +19,7 @@ use ort::value::{DynValue, Tensor, TensorRef};
 use tokenizers::Tokenizer;
 
 use super::config::WhisperConfig;
+use super::logit_rows;
 use super::mel::{HOP, MAX_FRAMES, MelFrontend};
 use super::{AsrError, ModelFiles};
 use crate::onnx::{self, OnnxError};
@@ -169,6 +173,8 @@ pub struct Whisper {
     mel: MelFrontend,
     encoder: Session,
     decoder: Session,
+    /// Whether the decoder takes [`logit_rows::ROWS_INPUT`] (see [`logit_rows`]).
+    decoder_rows: bool,
     tokenizer: Tokenizer,
     logits: Vec<f32>,
     first_row: Vec<f32>,
@@ -191,11 +197,13 @@ impl Whisper {
                 config.n_vocab
             )));
         }
+        let (decoder, decoder_rows) = load_decoder(&files.decoder)?;
         Ok(Self {
             name: name.to_string(),
             mel: MelFrontend::load(&files.mel)?,
             encoder: onnx::session(&files.encoder)?,
-            decoder: onnx::session(&files.decoder)?,
+            decoder,
+            decoder_rows,
             tokenizer,
             logits: vec![0.0; config.n_vocab],
             first_row: Vec::new(),
@@ -515,35 +523,52 @@ impl Whisper {
         cross_v: &DynValue,
         keep_row: Option<usize>,
     ) -> Result<(DynValue, DynValue), AsrError> {
-        let toks = TensorRef::from_array_view(([1usize, tokens.len()], tokens))
-            .map_err(onnx::run_err(DEC))?;
-        let mut out = self
-            .decoder
-            .run(ort::inputs![
-                "tokens" => toks,
-                "self_k" => self_k,
-                "self_v" => self_v,
-                "cross_k" => cross_k,
-                "cross_v" => cross_v,
-            ])
-            .map_err(onnx::run_err(DEC))?;
+        let n = tokens.len();
+        let toks = TensorRef::from_array_view(([1usize, n], tokens)).map_err(onnx::run_err(DEC))?;
+        let mut inputs = ort::inputs![
+            "tokens" => toks,
+            "self_k" => self_k,
+            "self_v" => self_v,
+            "cross_k" => cross_k,
+            "cross_v" => cross_v,
+        ];
+        let keep_row = keep_row.filter(|r| *r < n);
+        // Rows of `logits`: with the rows input, the kept row (if any) then the last one.
+        let rows: Vec<i64> = if self.decoder_rows {
+            keep_row
+                .iter()
+                .map(|r| *r as i64)
+                .chain([n as i64 - 1])
+                .collect()
+        } else {
+            (0..n as i64).collect()
+        };
+        if self.decoder_rows {
+            let rows = Tensor::from_array(([rows.len()], rows.clone().into_boxed_slice()))
+                .map_err(onnx::run_err(DEC))?;
+            inputs.push((logit_rows::ROWS_INPUT.into(), rows.into()));
+        }
+        let mut out = self.decoder.run(inputs).map_err(onnx::run_err(DEC))?;
         {
             let (shape, data) = out["logits"]
                 .try_extract_tensor::<f32>()
                 .map_err(onnx::out_err(DEC))?;
             let v = self.config.n_vocab;
-            if shape.len() != 3 || shape[2] as usize != v || shape[1] as usize != tokens.len() {
+            if shape.len() != 3 || shape[2] as usize != v || shape[1] as usize != rows.len() {
                 return Err(OnnxError::Output {
                     model: DEC,
                     detail: format!("logits shape {shape:?}"),
                 }
                 .into());
             }
-            let n = tokens.len();
-            self.logits.copy_from_slice(&data[(n - 1) * v..n * v]);
-            if let Some(r) = keep_row.filter(|r| *r < n) {
+            let row = |r: i64| {
+                let i = rows.iter().position(|x| *x == r).unwrap_or(0);
+                &data[i * v..(i + 1) * v]
+            };
+            self.logits.copy_from_slice(row(n as i64 - 1));
+            if let Some(r) = keep_row {
                 self.first_row.clear();
-                self.first_row.extend_from_slice(&data[r * v..(r + 1) * v]);
+                self.first_row.extend_from_slice(row(r as i64));
             }
         }
         let k = out.remove("new_self_k").ok_or(OnnxError::Output {
@@ -768,6 +793,29 @@ pub fn choose_language(
 }
 
 /// Index of the best token and its log-probability.
+/// The decoder session, edited to compute only the logit rows asked for when its graph allows
+/// it (`true`), else as published.
+fn load_decoder(path: &std::path::Path) -> Result<(Session, bool), OnnxError> {
+    let bytes = std::fs::read(path).map_err(|e| OnnxError::Load {
+        path: path.to_path_buf(),
+        detail: if e.kind() == std::io::ErrorKind::NotFound {
+            "file not found".into()
+        } else {
+            e.to_string()
+        },
+    })?;
+    match logit_rows::select_logit_rows(&bytes) {
+        Ok(edited) => Ok((onnx::session_from_memory(path, &edited)?, true)),
+        Err(e) => {
+            tracing::warn!(
+                "{}: {e}; the decoder computes logits for every position",
+                path.display()
+            );
+            Ok((onnx::session_from_memory(path, &bytes)?, false))
+        }
+    }
+}
+
 fn argmax_logprob(logits: &[f32]) -> (u32, f32) {
     let mut best = 0usize;
     for (i, x) in logits.iter().enumerate() {

@@ -1,0 +1,111 @@
+//! The decoder edited to compute only the logit rows asked for gives, for those rows, exactly the
+//! logits of the published decoder (and the same self-attention cache), on both Whisper models.
+
+mod common;
+
+use ort::session::Session;
+use ort::value::Tensor;
+use soustitre::asr::{ROWS_INPUT, select_logit_rows};
+use soustitre::models::ModelStore;
+use soustitre::onnx;
+
+/// Deterministic values in [-1, 1) (a linear congruential sequence).
+fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Step {
+    logits: Vec<f32>,
+    rows: usize,
+    self_k: Vec<f32>,
+}
+
+fn run(session: &mut Session, tokens: &[i64], rows: Option<&[i64]>, frames: usize) -> Step {
+    let (layers, dim) = (
+        session_dim(session, "cross_k", 0),
+        session_dim(session, "cross_k", 3),
+    );
+    let empty = Tensor::from_array(([layers, 1, 0, dim], Vec::<f32>::new())).unwrap();
+    let cross = noise(layers * frames * dim, 7);
+    let cross_k = Tensor::from_array(([layers, 1, frames, dim], cross.clone())).unwrap();
+    let cross_v = Tensor::from_array(([layers, 1, frames, dim], noise(cross.len(), 11))).unwrap();
+    let toks = Tensor::from_array(([1, tokens.len()], tokens.to_vec())).unwrap();
+    let mut inputs = ort::inputs![
+        "tokens" => toks,
+        "self_k" => &empty,
+        "self_v" => &empty,
+        "cross_k" => cross_k,
+        "cross_v" => cross_v,
+    ];
+    if let Some(rows) = rows {
+        let t = Tensor::from_array(([rows.len()], rows.to_vec())).unwrap();
+        inputs.push((ROWS_INPUT.into(), t.into()));
+    }
+    let out = session.run(inputs).unwrap();
+    let (shape, logits) = out["logits"].try_extract_tensor::<f32>().unwrap();
+    let (_, self_k) = out["new_self_k"].try_extract_tensor::<f32>().unwrap();
+    Step {
+        logits: logits.to_vec(),
+        rows: shape[1] as usize,
+        self_k: self_k.to_vec(),
+    }
+}
+
+/// A fixed dimension of a decoder input, from the session's metadata.
+fn session_dim(session: &Session, input: &str, axis: usize) -> usize {
+    let i = session.inputs().iter().find(|i| i.name() == input).unwrap();
+    let shape = i.dtype().tensor_shape().unwrap();
+    shape[axis] as usize
+}
+
+fn check(model: &str) {
+    common::engine(model);
+    let store = ModelStore::open_default().unwrap();
+    let bundle = store.ensure(model).unwrap();
+    let path = bundle.require("decoder.int8.onnx").unwrap();
+    let bytes = std::fs::read(path).unwrap();
+    let edited = select_logit_rows(&bytes).expect("the published decoder is editable");
+    let mut published = onnx::session(path).unwrap();
+    let mut selecting = onnx::session_from_memory(path, &edited).unwrap();
+    assert!(selecting.inputs().iter().any(|i| i.name() == ROWS_INPUT));
+
+    // A prompt step of 40 positions over 3 s of (noise) encoder output.
+    let tokens: Vec<i64> = (0..40).map(|i| 220 + 37 * i).collect();
+    let full = run(&mut published, &tokens, None, 150);
+    assert_eq!(full.rows, tokens.len());
+    let vocab = full.logits.len() / full.rows;
+    let rows = [5i64, 39, -1, 0];
+    let some = run(&mut selecting, &tokens, Some(&rows), 150);
+    assert_eq!(some.rows, rows.len());
+    for (k, r) in rows.iter().enumerate() {
+        let r = r.rem_euclid(tokens.len() as i64) as usize;
+        assert_eq!(
+            some.logits[k * vocab..(k + 1) * vocab],
+            full.logits[r * vocab..(r + 1) * vocab],
+            "{model}: row {r}"
+        );
+    }
+    assert_eq!(some.self_k, full.self_k, "{model}: self-attention cache");
+    // One position (a single-token step).
+    let one = run(&mut published, &tokens[..1], None, 150);
+    let sel = run(&mut selecting, &tokens[..1], Some(&[0]), 150);
+    assert_eq!(sel.logits, one.logits, "{model}: single step");
+}
+
+#[test]
+fn selected_rows_equal_the_published_decoders_rows_whisper_base() {
+    check("whisper-base");
+}
+
+#[test]
+fn selected_rows_equal_the_published_decoders_rows_whisper_tiny_en() {
+    check("whisper-tiny.en");
+}
