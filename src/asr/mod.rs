@@ -12,7 +12,7 @@ mod whisper;
 use std::path::{Path, PathBuf};
 
 pub use config::WhisperConfig;
-pub use logit_rows::{GraphEditError, ROWS_INPUT, select_logit_rows};
+pub use logit_rows::{ROWS_INPUT, select_logit_rows};
 pub use mel::MelFrontend;
 pub use whisper::{
     CONTEXT_PAD_FRAMES, DecodeOptions, Decoded, ENGLISH_SWITCH_CONFIDENCE, Guard,

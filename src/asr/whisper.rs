@@ -6,11 +6,12 @@
 //! the model's suppress lists, optional timestamp rules and hallucination guards (repetition loop,
 //! compression ratio, no-speech probability).
 //!
-//! Latency model (whisper-base int8, one core): mel ~15 ms, encoder ~20 ms per second of audio,
-//! the prompt step (previous text, start-of-transcript sequence, forced prefix: one batched
-//! pass) ~10-20 ms, then ~5-10 ms per token. The decoder is loaded edited by [`logit_rows`] so
-//! that the vocabulary projection, half of a step's multiply-adds, runs only for the rows read
-//! (the start-of-transcript row and the last one), not for every prompt position.
+//! Latency model (whisper-base int8, one core): mel ~0.5 ms per second of audio (see
+//! [`super::mel`]), encoder ~10-20 ms per second of audio, the prompt step (previous text,
+//! start-of-transcript sequence, forced prefix: one batched pass) ~10-20 ms, then ~5-10 ms per
+//! token. The decoder is loaded edited by [`logit_rows`] so that the vocabulary projection, half
+//! of a step's multiply-adds, runs only for the rows read (the start-of-transcript row and the
+//! last one), not for every prompt position.
 
 use std::io::Write as _;
 
@@ -796,14 +797,7 @@ pub fn choose_language(
 /// The decoder session, edited to compute only the logit rows asked for when its graph allows
 /// it (`true`), else as published.
 fn load_decoder(path: &std::path::Path) -> Result<(Session, bool), OnnxError> {
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::Load {
-        path: path.to_path_buf(),
-        detail: if e.kind() == std::io::ErrorKind::NotFound {
-            "file not found".into()
-        } else {
-            e.to_string()
-        },
-    })?;
+    let bytes = onnx::read_model(path)?;
     match logit_rows::select_logit_rows(&bytes) {
         Ok(edited) => Ok((onnx::session_from_memory(path, &edited)?, true)),
         Err(e) => {

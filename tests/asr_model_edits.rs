@@ -1,11 +1,13 @@
-//! The decoder edited to compute only the logit rows asked for gives, for those rows, exactly the
-//! logits of the published decoder (and the same self-attention cache), on both Whisper models.
+//! The models as the captioner loads them compute exactly what the published ones do, for what
+//! it reads: the decoder edited to compute only the logit rows asked for gives, for those rows,
+//! the published decoder's logits (and the same self-attention cache), on both Whisper models;
+//! the mel front end without its 30 s window gives the published front end's first frames.
 
 mod common;
 
 use ort::session::Session;
 use ort::value::Tensor;
-use soustitre::asr::{ROWS_INPUT, select_logit_rows};
+use soustitre::asr::{MelFrontend, ROWS_INPUT, select_logit_rows};
 use soustitre::models::ModelStore;
 use soustitre::onnx;
 
@@ -108,4 +110,50 @@ fn selected_rows_equal_the_published_decoders_rows_whisper_base() {
 #[test]
 fn selected_rows_equal_the_published_decoders_rows_whisper_tiny_en() {
     check("whisper-tiny.en");
+}
+
+/// Features `[80, T]` of the published front end for `wave`, and T.
+fn published_mel(session: &mut Session, wave: &[f32]) -> (Vec<f32>, usize) {
+    let w = Tensor::from_array(([1, wave.len()], wave.to_vec())).unwrap();
+    let len = Tensor::from_array(([1], vec![wave.len() as i64])).unwrap();
+    let out = session
+        .run(ort::inputs!["waveforms" => w, "waveforms_lens" => len])
+        .unwrap();
+    let (shape, data) = out["features"].try_extract_tensor::<f32>().unwrap();
+    (data.to_vec(), shape[2] as usize)
+}
+
+#[test]
+fn the_mel_front_end_without_its_window_gives_the_published_frames() {
+    common::engine("whisper-base");
+    let store = ModelStore::open_default().unwrap();
+    let bundle = store.ensure("whisper-base").unwrap();
+    let path = bundle.require("whisper80_conv.onnx").unwrap();
+    let mut published = onnx::session(path).unwrap();
+    let mut mel = MelFrontend::load(path).unwrap();
+    let speech = common::read_wav(&common::corpus("meetings/en_3spk/meeting.wav"));
+    // As the recognizer calls it: the audio, then at least a second of silence (the context
+    // pad), or a full window; and a window cut from longer audio.
+    for (audio_s, frames) in [
+        (0.5, 150),
+        (3.2, 420),
+        (11.0, 1200),
+        (29.0, 3000),
+        (40.0, 3000),
+    ] {
+        let audio = &speech[16_000..16_000 + (audio_s * 16_000.0) as usize];
+        let mut wave = audio.to_vec();
+        wave.resize(3000 * 160, 0.0);
+        let (full, t) = published_mel(&mut published, &wave[..3000 * 160]);
+        assert_eq!(t, 3000);
+        let ours = mel.compute(audio, frames).unwrap();
+        assert_eq!(ours.len(), 80 * frames, "{audio_s} s");
+        for bin in 0..80 {
+            assert_eq!(
+                ours[bin * frames..(bin + 1) * frames],
+                full[bin * t..bin * t + frames],
+                "{audio_s} s of audio, {frames} frames: mel bin {bin}"
+            );
+        }
+    }
 }

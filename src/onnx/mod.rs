@@ -5,6 +5,8 @@
 //! this is as fast as two threads per session and lets several tracks run side by side, each on
 //! its own worker thread.
 
+pub mod graph;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -80,6 +82,18 @@ pub fn session(path: &Path) -> Result<Session, OnnxError> {
     builder(path)?
         .commit_from_file(path)
         .map_err(|e| load(e.to_string()))
+}
+
+/// The bytes of the model file at `path` (to be edited before [`session_from_memory`]).
+pub fn read_model(path: &Path) -> Result<Vec<u8>, OnnxError> {
+    std::fs::read(path).map_err(|e| OnnxError::Load {
+        path: path.to_path_buf(),
+        detail: if e.kind() == std::io::ErrorKind::NotFound {
+            "file not found".into()
+        } else {
+            e.to_string()
+        },
+    })
 }
 
 /// Builds a session from the serialized model `bytes` (read from, or derived from, `path`,
