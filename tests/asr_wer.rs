@@ -310,9 +310,22 @@ fn caption_meeting(
     let mut c = engine("whisper-base")
         .captioner(s, "mix", Box::new(|| 0.0))
         .unwrap();
-    let mut events = Vec::new();
+    let mut events: Vec<soustitre::captions::CaptionEvent> = Vec::new();
     for chunk in audio.chunks(320) {
+        let (before, cuts) = (events.len(), c.stats().language_cuts);
         c.push(chunk, false, &mut events).unwrap();
+        // a language cut follows a partial's probe, which waits for the next frame: the
+        // partial is handed out (the push returns) before the probe runs
+        if c.stats().language_cuts > cuts {
+            assert!(
+                events[before..].first().is_some_and(|e| e.is_final()),
+                "a cut's final comes first in its push: {:?}",
+                events[before..]
+                    .iter()
+                    .map(|e| (e.is_final(), e.text.clone()))
+                    .collect::<Vec<_>>()
+            );
+        }
     }
     c.finish(&mut events).unwrap();
     (events, c.stats().clone())

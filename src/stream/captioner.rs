@@ -32,8 +32,9 @@
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s; the rest's first
 //!   partial is due at once;
 //! * language cut (`language_change_cut`, `auto` only): a joint cuts the segment instead, and
-//!   each partial also probes the language of the segment's latest 2 s (one short encoder
-//!   pass); two probes in a row hearing another language cut the segment at the pause where it
+//!   each partial is followed by a probe of the language of the segment's latest 2 s (one
+//!   short encoder pass, run before the next frame so that the partial is not held back by
+//!   it); two probes in a row hearing another language cut the segment at the pause where it
 //!   started, so the final of the turn before comes 1-3 s after its end.
 //!
 //! With a diarizer ([`Captioner::with_diarizer`]) every voiced frame also goes to the track's
@@ -345,6 +346,8 @@ pub struct Captioner {
     /// Stamp events with the audio consumed instead of `clock` (see
     /// [`Captioner::with_audio_clock`]).
     audio_clock: bool,
+    /// A language probe follows the latest partial (see [`Captioner::run_due_probe`]).
+    probe_due: bool,
     stats: CaptionerStats,
     diarizer: Option<TrackDiarizer>,
 }
@@ -413,6 +416,7 @@ impl Captioner {
             context_language: None,
             clock,
             audio_clock: false,
+            probe_due: false,
             stats: CaptionerStats::default(),
             diarizer: None,
         })
@@ -524,6 +528,7 @@ impl Captioner {
     /// Ends the stream: the last partial frame is padded with silence and any open segment gets
     /// its final.
     pub fn finish(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        self.run_due_probe(out)?;
         if !self.pending.is_empty() {
             let mut frame = [0.0f32; FRAME_SAMPLES];
             frame[..self.pending.len()].copy_from_slice(&self.pending);
@@ -541,6 +546,7 @@ impl Captioner {
     /// Audio was lost (`samples` missing): the open segment is closed with what was heard and
     /// the stream continues after the hole. Nothing is invented for the missing audio.
     pub fn gap(&mut self, samples: u64, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        self.run_due_probe(out)?;
         self.pending.clear();
         if let Some(seg) = self.seg.take() {
             let end = seg.end();
@@ -561,6 +567,7 @@ impl Captioner {
         busy: bool,
         out: &mut Vec<CaptionEvent>,
     ) -> Result<(), CaptionError> {
+        self.run_due_probe(out)?;
         let t = std::time::Instant::now();
         let p = self.vad.process(frame)?;
         self.stats.vad_s += t.elapsed().as_secs_f64();
@@ -783,7 +790,8 @@ impl Captioner {
     }
 
     /// A partial, then (`auto`) a probe of the latest audio's language, which may cut the
-    /// segment where another language started.
+    /// segment where another language started (run before the next frame: the partial's
+    /// events are handed out first).
     fn partial(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
         match self.stuck_at()? {
             None => {}
@@ -803,6 +811,18 @@ impl Captioner {
             }
         }
         self.partial_decode(out)?;
+        // the probe waits for the next frame, so the partial leaves first
+        self.probe_due = true;
+        Ok(())
+    }
+
+    /// The language probe due after a partial (see [`Captioner::partial`]), run before the
+    /// next frame is taken in (or at the end of the stream): the same audio as right after the
+    /// partial, so the same decision, but the partial is handed out without waiting for it.
+    fn run_due_probe(&mut self, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
+        if !std::mem::take(&mut self.probe_due) {
+            return Ok(());
+        }
         if let Some((cut, language)) = self.language_change_cut()? {
             self.stats.language_cuts += 1;
             self.cut_at(cut, out)?;
