@@ -793,7 +793,6 @@ pub fn choose_language(
     }
 }
 
-/// Index of the best token and its log-probability.
 /// The decoder session, edited to compute only the logit rows asked for when its graph allows
 /// it (`true`), else as published.
 fn load_decoder(path: &std::path::Path) -> Result<(Session, bool), OnnxError> {
@@ -810,6 +809,7 @@ fn load_decoder(path: &std::path::Path) -> Result<(Session, bool), OnnxError> {
     }
 }
 
+/// Index of the best token and its log-probability.
 fn argmax_logprob(logits: &[f32]) -> (u32, f32) {
     let mut best = 0usize;
     for (i, x) in logits.iter().enumerate() {
