@@ -7,21 +7,15 @@ mod common;
 
 use ort::session::Session;
 use ort::value::Tensor;
+use rand::{Rng, SeedableRng};
 use soustitre::asr::{MelFrontend, ROWS_INPUT, select_logit_rows};
 use soustitre::models::ModelStore;
 use soustitre::onnx;
 
-/// Deterministic values in [-1, 1) (a linear congruential sequence).
+/// Seeded uniform values in [-1, 1).
 fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
 }
 
 struct Step {

@@ -224,14 +224,18 @@ mod tests {
     use crate::onnx::graph::build::{graph_of, model, names, node, nodes};
     use crate::onnx::graph::{DIM_VALUE, ELEM_FLOAT, ELEM_INT64, GRAPH_VALUE_INFO};
 
-    fn logits_output() -> Vec<u8> {
+    /// A `[1, dim, 1]` logits output type (a symbolic middle dimension).
+    fn logits_output(dim: &str) -> Vec<u8> {
         let mut shape = Vec::new();
-        for d in [None, Some("N"), None] {
-            let mut dim = Vec::new();
-            match d {
-                Some(p) => dim = symbolic_dim(p),
-                None => put_varint_field(&mut dim, DIM_VALUE, 1),
-            }
+        for d in [None, Some(dim), None] {
+            let dim = match d {
+                Some(p) => symbolic_dim(p),
+                None => {
+                    let mut v = Vec::new();
+                    put_varint_field(&mut v, DIM_VALUE, 1);
+                    v
+                }
+            };
             put_bytes(&mut shape, SHAPE_DIM, &dim);
         }
         value_info(LOGITS, ELEM_FLOAT, &shape)
@@ -256,7 +260,7 @@ mod tests {
             GRAPH_INPUT,
             &value_info("tokens", ELEM_INT64, &[]),
         );
-        put_bytes(&mut graph, GRAPH_OUTPUT, &logits_output());
+        put_bytes(&mut graph, GRAPH_OUTPUT, &logits_output("N"));
         put_bytes(&mut graph, GRAPH_VALUE_INFO, &value_info("acc", 6, &[]));
         put_bytes(
             &mut graph,
@@ -302,19 +306,7 @@ mod tests {
             .into_iter()
             .find(|f| f.number == GRAPH_OUTPUT)
             .unwrap();
-        let mut shape = Vec::new();
-        for p in [None, Some(ROWS_DIM), None] {
-            let mut dim = Vec::new();
-            match p {
-                Some(p) => dim = symbolic_dim(p),
-                None => put_varint_field(&mut dim, DIM_VALUE, 1),
-            }
-            put_bytes(&mut shape, SHAPE_DIM, &dim);
-        }
-        assert_eq!(
-            out.payload().unwrap(),
-            value_info(LOGITS, ELEM_FLOAT, &shape).as_slice()
-        );
+        assert_eq!(out.payload().unwrap(), logits_output(ROWS_DIM).as_slice());
     }
 
     #[test]

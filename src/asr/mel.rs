@@ -36,17 +36,11 @@ pub struct MelFrontend {
 impl MelFrontend {
     /// Loads `whisper80_conv.onnx` (without its window padding when the graph allows it).
     pub fn load(path: &Path) -> Result<Self, OnnxError> {
-        let bytes = onnx::read_model(path)?;
-        let session = match without_window_pad(&bytes) {
-            Ok(edited) => onnx::session_from_memory(path, &edited)?,
-            Err(e) => {
-                tracing::warn!(
-                    "{}: {e}; the mel front end computes a 30 s window every time",
-                    path.display()
-                );
-                onnx::session_from_memory(path, &bytes)?
-            }
-        };
+        let (session, _) = onnx::edited_session(
+            path,
+            without_window_pad,
+            "the mel front end computes a 30 s window every time",
+        )?;
         Ok(Self {
             session,
             buf: Vec::new(),

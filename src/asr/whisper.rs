@@ -198,7 +198,11 @@ impl Whisper {
                 config.n_vocab
             )));
         }
-        let (decoder, decoder_rows) = load_decoder(&files.decoder)?;
+        let (decoder, decoder_rows) = onnx::edited_session(
+            &files.decoder,
+            logit_rows::select_logit_rows,
+            "the decoder computes logits for every position",
+        )?;
         Ok(Self {
             name: name.to_string(),
             mel: MelFrontend::load(&files.mel)?,
@@ -534,42 +538,39 @@ impl Whisper {
             "cross_v" => cross_v,
         ];
         let keep_row = keep_row.filter(|r| *r < n);
-        // Rows of `logits`: with the rows input, the kept row (if any) then the last one.
-        let rows: Vec<i64> = if self.decoder_rows {
-            keep_row
+        // Rows of `logits` and where the last and the kept one are: with the rows input, the
+        // kept row (if any) then the last one; else every position.
+        let (rows, last, kept) = if self.decoder_rows {
+            let asked: Vec<i64> = keep_row
                 .iter()
                 .map(|r| *r as i64)
                 .chain([n as i64 - 1])
-                .collect()
-        } else {
-            (0..n as i64).collect()
-        };
-        if self.decoder_rows {
-            let rows = Tensor::from_array(([rows.len()], rows.clone().into_boxed_slice()))
-                .map_err(onnx::run_err(DEC))?;
+                .collect();
+            let k = asked.len();
+            let rows =
+                Tensor::from_array(([k], asked.into_boxed_slice())).map_err(onnx::run_err(DEC))?;
             inputs.push((logit_rows::ROWS_INPUT.into(), rows.into()));
-        }
+            (k, k - 1, keep_row.map(|_| 0))
+        } else {
+            (n, n - 1, keep_row)
+        };
         let mut out = self.decoder.run(inputs).map_err(onnx::run_err(DEC))?;
         {
             let (shape, data) = out["logits"]
                 .try_extract_tensor::<f32>()
                 .map_err(onnx::out_err(DEC))?;
             let v = self.config.n_vocab;
-            if shape.len() != 3 || shape[2] as usize != v || shape[1] as usize != rows.len() {
+            if shape.len() != 3 || shape[2] as usize != v || shape[1] as usize != rows {
                 return Err(OnnxError::Output {
                     model: DEC,
                     detail: format!("logits shape {shape:?}"),
                 }
                 .into());
             }
-            let row = |r: i64| {
-                let i = rows.iter().position(|x| *x == r).unwrap_or(0);
-                &data[i * v..(i + 1) * v]
-            };
-            self.logits.copy_from_slice(row(n as i64 - 1));
-            if let Some(r) = keep_row {
+            self.logits.copy_from_slice(&data[last * v..(last + 1) * v]);
+            if let Some(i) = kept {
                 self.first_row.clear();
-                self.first_row.extend_from_slice(row(r as i64));
+                self.first_row.extend_from_slice(&data[i * v..(i + 1) * v]);
             }
         }
         let k = out.remove("new_self_k").ok_or(OnnxError::Output {
@@ -790,22 +791,6 @@ pub fn choose_language(
     match prefer {
         Some(pref) if *pref != detected && p < needed => pref.clone(),
         _ => detected,
-    }
-}
-
-/// The decoder session, edited to compute only the logit rows asked for when its graph allows
-/// it (`true`), else as published.
-fn load_decoder(path: &std::path::Path) -> Result<(Session, bool), OnnxError> {
-    let bytes = onnx::read_model(path)?;
-    match logit_rows::select_logit_rows(&bytes) {
-        Ok(edited) => Ok((onnx::session_from_memory(path, &edited)?, true)),
-        Err(e) => {
-            tracing::warn!(
-                "{}: {e}; the decoder computes logits for every position",
-                path.display()
-            );
-            Ok((onnx::session_from_memory(path, &bytes)?, false))
-        }
     }
 }
 

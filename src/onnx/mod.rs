@@ -84,16 +84,29 @@ pub fn session(path: &Path) -> Result<Session, OnnxError> {
         .map_err(|e| load(e.to_string()))
 }
 
-/// The bytes of the model file at `path` (to be edited before [`session_from_memory`]).
-pub fn read_model(path: &Path) -> Result<Vec<u8>, OnnxError> {
-    std::fs::read(path).map_err(|e| OnnxError::Load {
+/// Builds a session for the model at `path` edited by `edit` (see [`graph`]), and whether the
+/// edit applied. A model the edit refuses is loaded as published, with a warning naming what
+/// the edit would have saved (`without_edit`).
+pub fn edited_session(
+    path: &Path,
+    edit: impl FnOnce(&[u8]) -> Result<Vec<u8>, graph::EditError>,
+    without_edit: &str,
+) -> Result<(Session, bool), OnnxError> {
+    let bytes = std::fs::read(path).map_err(|e| OnnxError::Load {
         path: path.to_path_buf(),
         detail: if e.kind() == std::io::ErrorKind::NotFound {
             "file not found".into()
         } else {
             e.to_string()
         },
-    })
+    })?;
+    match edit(&bytes) {
+        Ok(edited) => Ok((session_from_memory(path, &edited)?, true)),
+        Err(e) => {
+            tracing::warn!("{}: {e}; {without_edit}", path.display());
+            Ok((session_from_memory(path, &bytes)?, false))
+        }
+    }
 }
 
 /// Builds a session from the serialized model `bytes` (read from, or derived from, `path`,
