@@ -2,6 +2,9 @@
 //! build per-track captioners (each with its own sessions, so tracks run in parallel).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokenizers::Tokenizer;
 
 use crate::asr::{AsrError, ModelFiles, Whisper};
 use crate::diarize::{CampPlus, DiarizeError, DiarizeSettings, Diarizer};
@@ -48,6 +51,8 @@ pub enum EngineError {
 pub struct Engine {
     model: String,
     whisper: ModelFiles,
+    /// Read once, shared by every recognizer built here.
+    tokenizer: Arc<Tokenizer>,
     vad: PathBuf,
     campplus: Option<PathBuf>,
 }
@@ -72,6 +77,7 @@ impl Engine {
         let vad = v.require("silero_vad.onnx")?.to_path_buf();
         Ok(Self {
             model: model.to_string(),
+            tokenizer: Whisper::tokenizer(&whisper)?,
             whisper,
             vad,
             campplus: None,
@@ -118,7 +124,11 @@ impl Engine {
 
     /// Loads a recognizer (its own sessions).
     pub fn whisper(&self) -> Result<Whisper, EngineError> {
-        Ok(Whisper::load(&self.model, &self.whisper)?)
+        Ok(Whisper::load_with(
+            &self.model,
+            &self.whisper,
+            self.tokenizer.clone(),
+        )?)
     }
 
     /// Loads a VAD (its own session and state).

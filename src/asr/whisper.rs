@@ -14,6 +14,7 @@
 //! last one), not for every prompt position.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorRef};
@@ -176,7 +177,7 @@ pub struct Whisper {
     decoder: Session,
     /// Whether the decoder takes [`logit_rows::ROWS_INPUT`] (see [`logit_rows`]).
     decoder_rows: bool,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<Tokenizer>,
     logits: Vec<f32>,
     first_row: Vec<f32>,
 }
@@ -187,9 +188,24 @@ const DEC: &str = "whisper decoder";
 impl Whisper {
     /// Loads a model from its files.
     pub fn load(name: &str, files: &ModelFiles) -> Result<Self, AsrError> {
+        Self::load_with(name, files, Self::tokenizer(files)?)
+    }
+
+    /// Reads the tokenizer of `files`. Immutable once read: share it between the instances of a
+    /// model ([`Whisper::load_with`]), it weighs tens of megabytes and ~0.1 s to parse.
+    pub fn tokenizer(files: &ModelFiles) -> Result<Arc<Tokenizer>, AsrError> {
+        Tokenizer::from_file(&files.tokenizer)
+            .map(Arc::new)
+            .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", files.tokenizer.display())))
+    }
+
+    /// Loads a model from its files with a tokenizer already read from them.
+    pub fn load_with(
+        name: &str,
+        files: &ModelFiles,
+        tokenizer: Arc<Tokenizer>,
+    ) -> Result<Self, AsrError> {
         let config = WhisperConfig::load(&files.config)?;
-        let tokenizer = Tokenizer::from_file(&files.tokenizer)
-            .map_err(|e| AsrError::Tokenizer(format!("{}: {e}", files.tokenizer.display())))?;
         if tokenizer.get_vocab_size(true) > config.n_vocab {
             return Err(AsrError::Config(format!(
                 "{}: tokenizer has {} tokens, model {}",
