@@ -54,48 +54,69 @@ struct Sink {
     status: Arc<Mutex<AttachStatus>>,
 }
 
+impl Sink {
+    /// Starts the worker of `p`'s track, which loads its models at once and then waits for the
+    /// track's audio on the feed returned (kept in `feeds`).
+    fn start_worker<'a>(
+        &self,
+        feeds: &'a mut HashMap<String, Sender<AudioSource>>,
+        p: &RemoteParticipant,
+    ) -> Option<&'a Sender<AudioSource>> {
+        if !feeds.contains_key(&p.track) {
+            let (tx, rx) = crossbeam_channel::bounded(FEED_QUEUE);
+            let spec = SourceConfig {
+                track: p.track.clone(),
+                uri: format!("sfu:{}", p.identity),
+                participant: Some(p.identity.clone()),
+                name: Some(p.name.clone()),
+                looped: false,
+                diarize: Some(self.factory.diarize.is_some()),
+            };
+            match SourceHandle::start_fed(
+                spec,
+                self.factory.engine.clone(),
+                self.factory.stream.clone(),
+                self.factory.diarize.clone(),
+                self.factory.renames.clone(),
+                self.hub.clone(),
+                rx,
+            ) {
+                Ok(handle) => {
+                    feeds.insert(p.track.clone(), tx);
+                    self.sources
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(handle);
+                }
+                Err(e) => {
+                    tracing::error!(room = %self.room, track = %p.track, "cannot start the track worker: {e}");
+                    return None;
+                }
+            }
+        }
+        feeds.get(&p.track)
+    }
+}
+
 impl RoomSink for Sink {
     fn audio(&self, p: &RemoteParticipant, source: AudioSource) {
         let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(feed) = feeds.get(&p.track) {
-            if feed.try_send(source).is_err() {
-                tracing::error!(room = %self.room, track = %p.track, "track worker not taking audio; publication dropped");
-            }
-            return;
-        }
-        let (tx, rx) = crossbeam_channel::bounded(FEED_QUEUE);
-        let spec = SourceConfig {
-            track: p.track.clone(),
-            uri: format!("sfu:{}", p.identity),
-            participant: Some(p.identity.clone()),
-            name: Some(p.name.clone()),
-            looped: false,
-            diarize: Some(self.factory.diarize.is_some()),
-        };
-        match SourceHandle::start_fed(
-            spec,
-            self.factory.engine.clone(),
-            self.factory.stream.clone(),
-            self.factory.diarize.clone(),
-            self.factory.renames.clone(),
-            self.hub.clone(),
-            rx,
-        ) {
-            Ok(handle) => {
-                let _ = tx.try_send(source);
-                feeds.insert(p.track.clone(), tx);
-                self.sources
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(handle);
-            }
-            Err(e) => {
-                tracing::error!(room = %self.room, track = %p.track, "cannot start the track worker: {e}")
-            }
+        if let Some(feed) = self.start_worker(&mut feeds, p)
+            && feed.try_send(source).is_err()
+        {
+            tracing::error!(room = %self.room, track = %p.track, "track worker not taking audio; publication dropped");
         }
     }
 
     fn participants(&self, list: &[RemoteParticipant]) {
+        // a participant is listed once it publishes audio, before that audio flows (connection
+        // set-up, subscription): its models load meanwhile
+        {
+            let mut feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+            for p in list {
+                self.start_worker(&mut feeds, p);
+            }
+        }
         let list = list
             .iter()
             .map(|p| Participant {
