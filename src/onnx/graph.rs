@@ -23,6 +23,7 @@ pub enum EditError {
 // ValueInfoProto, TypeProto, TypeProto.Tensor, TensorShapeProto, Dimension).
 pub(crate) const MODEL_GRAPH: u32 = 7;
 pub(crate) const GRAPH_NODE: u32 = 1;
+pub(crate) const GRAPH_INITIALIZER: u32 = 5;
 pub(crate) const GRAPH_INPUT: u32 = 11;
 pub(crate) const GRAPH_OUTPUT: u32 = 12;
 pub(crate) const GRAPH_VALUE_INFO: u32 = 13;
@@ -268,6 +269,16 @@ fn read_varint(buf: &[u8], at: &mut usize) -> Result<u64, EditError> {
         }
     }
     Err(EditError::Wire("varint longer than 10 bytes"))
+}
+
+/// The values of a packed repeated varint field.
+pub(crate) fn packed_varints(payload: &[u8]) -> Result<Vec<u64>, EditError> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at < payload.len() {
+        out.push(read_varint(payload, &mut at)?);
+    }
+    Ok(out)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut value: u64) {

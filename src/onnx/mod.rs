@@ -4,8 +4,12 @@
 //! Threading: every session runs with one intra-op and one inter-op thread. On small machines
 //! this is as fast as two threads per session and lets several tracks run side by side, each on
 //! its own worker thread.
+//!
+//! Memory: the sessions of one model share its weights and their packed forms ([`shared`]), so
+//! each track's recognizer adds its working memory, not another copy of the model.
 
 pub mod graph;
+pub mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -70,18 +74,21 @@ pub fn library() -> Option<&'static Path> {
     LIB.get().map(PathBuf::as_path)
 }
 
-/// Builds a session for the model at `path` (one intra-op thread, full graph optimisation).
+/// Builds a session for the model at `path` (one intra-op thread, full graph optimisation,
+/// weights shared with the other sessions of the model, see [`shared`]).
 pub fn session(path: &Path) -> Result<Session, OnnxError> {
-    if !path.exists() {
-        return Err(OnnxError::Load {
-            path: path.to_path_buf(),
-            detail: "file not found".into(),
-        });
-    }
-    let load = load_err(path);
-    builder(path)?
-        .commit_from_file(path)
-        .map_err(|e| load(e.to_string()))
+    session_from_memory(path, &read(path)?)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, OnnxError> {
+    std::fs::read(path).map_err(|e| OnnxError::Load {
+        path: path.to_path_buf(),
+        detail: if e.kind() == std::io::ErrorKind::NotFound {
+            "file not found".into()
+        } else {
+            e.to_string()
+        },
+    })
 }
 
 /// Builds a session for the model at `path` edited by `edit` (see [`graph`]), and whether the
@@ -92,14 +99,7 @@ pub fn edited_session(
     edit: impl FnOnce(&[u8]) -> Result<Vec<u8>, graph::EditError>,
     without_edit: &str,
 ) -> Result<(Session, bool), OnnxError> {
-    let bytes = std::fs::read(path).map_err(|e| OnnxError::Load {
-        path: path.to_path_buf(),
-        detail: if e.kind() == std::io::ErrorKind::NotFound {
-            "file not found".into()
-        } else {
-            e.to_string()
-        },
-    })?;
+    let bytes = read(path)?;
     match edit(&bytes) {
         Ok(edited) => Ok((session_from_memory(path, &edited)?, true)),
         Err(e) => {
@@ -113,7 +113,15 @@ pub fn edited_session(
 /// which names it in errors), with the same policy as [`session`].
 pub fn session_from_memory(path: &Path, bytes: &[u8]) -> Result<Session, OnnxError> {
     let load = load_err(path);
-    builder(path)?
+    let mut builder = builder(path)?
+        .with_prepacked_weights(shared::prepacked())
+        .map_err(|e| load(e.to_string()))?;
+    for (name, value) in shared::weights(path, bytes) {
+        builder = builder
+            .with_initializer(name, value)
+            .map_err(|e| load(e.to_string()))?;
+    }
+    builder
         .commit_from_memory(bytes)
         .map_err(|e| load(e.to_string()))
 }
