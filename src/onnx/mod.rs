@@ -121,9 +121,24 @@ pub fn session_from_memory(path: &Path, bytes: &[u8]) -> Result<Session, OnnxErr
             .with_initializer(name, value)
             .map_err(|e| load(e.to_string()))?;
     }
-    builder
+    let session = builder
         .commit_from_memory(bytes)
-        .map_err(|e| load(e.to_string()))
+        .map_err(|e| load(e.to_string()));
+    release_free_memory();
+    session
+}
+
+/// Hands the heap pages freed by a model load (the file's bytes, ONNX Runtime's copy of the
+/// graph: tens of megabytes, freed in a scattered order) back to the system. Without it the
+/// allocator keeps them, and a process that loads models now and then (a track per participant)
+/// grows by their size: the corpus replay's peak went from 515 to 673 MB. A few milliseconds
+/// per session.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages of the heap to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn load_err(path: &Path) -> impl Fn(String) -> OnnxError + '_ {
