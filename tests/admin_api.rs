@@ -192,6 +192,15 @@ async fn rooms_are_created_captioned_listed_stopped_and_deleted() {
         m.contains("soustitre_track_finals_total{room=\"council\",track=\"mic1\"}"),
         "{m}"
     );
+    let load_s: f64 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("soustitre_track_model_load_seconds{room=\"council\",track=\"mic1\"} ")
+        })
+        .unwrap_or_else(|| panic!("no model load time in {m}"))
+        .parse()
+        .unwrap();
+    assert!(load_s > 0.0 && load_s < 60.0, "{load_s}");
     // stop, then delete
     let (s, b) = call("POST", format!("{admin}/rooms/council/stop"), None, t).await;
     assert_eq!(s, 200, "{b}");

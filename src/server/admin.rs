@@ -362,7 +362,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(m, "soustitre_{name}{{room=\"{}\"}} {}", r.id, f(r));
         }
     }
-    let track_metrics: [TrackMetric; 9] = [
+    let track_metrics: [TrackMetric; 11] = [
         ("track_finals_total", "counter", "Finals emitted.", |t| {
             Some(t.stats.finals as f64)
         }),
@@ -404,6 +404,18 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "gauge",
             "Speaker labels given on the track (diarized tracks).",
             |t| t.stats.diarized.then_some(t.stats.speakers.len() as f64),
+        ),
+        (
+            "track_model_load_seconds",
+            "gauge",
+            "Time the track's models took to load (absent while they load).",
+            |t| t.stats.model_load_s,
+        ),
+        (
+            "track_startup_backlog_seconds",
+            "gauge",
+            "Audio that arrived while the track's models loaded, captioned once they were ready.",
+            |t| Some(t.stats.startup_backlog_s),
         ),
         (
             "track_last_final_latency_seconds",

@@ -70,6 +70,10 @@ pub struct TrackStats {
     pub diarize_wait_s: f64,
     /// Speaker labels given so far.
     pub speakers: Vec<String>,
+    /// Time the track's models took to load, seconds (`None` while they load).
+    pub model_load_s: Option<f64>,
+    /// Audio that arrived while they loaded, kept and captioned once they were ready, seconds.
+    pub startup_backlog_s: f64,
     #[serde(skip)]
     last_event: Option<Instant>,
 }
@@ -104,6 +108,8 @@ impl Default for TrackStats {
             diarize_s: 0.0,
             diarize_wait_s: 0.0,
             speakers: Vec::new(),
+            model_load_s: None,
+            startup_backlog_s: 0.0,
             plays: 0,
             gaps_s: 0.0,
             speaking: false,
@@ -238,6 +244,8 @@ struct Startup {
     source: Option<AudioSource>,
     backlog: VecDeque<MediaEvent>,
     kept: u64,
+    /// How long the models took to load, seconds.
+    load_s: f64,
     /// Room-timeline samples dropped past the bound, from the first to the last.
     lost: Option<(u64, u64)>,
     stop_requested: bool,
@@ -271,6 +279,7 @@ impl Startup {
             };
             select! {
                 recv(made) -> m => {
+                    self.load_s = started.elapsed().as_secs_f64();
                     let made = m.unwrap_or_else(|_| Err("the model loading thread ended".into()));
                     if made.is_ok() {
                         self.report(track, started);
@@ -417,6 +426,10 @@ fn run(
     let mut out = Vec::new();
     let mut stopped = false;
     let mut failed: Option<String> = None;
+    if let Ok(mut s) = stats.lock() {
+        s.model_load_s = Some(startup.load_s);
+        s.startup_backlog_s = startup.kept as f64 / 16_000.0;
+    }
     if let Some((from, to)) = startup.lost {
         let (from, to) = (from as f64 / 16_000.0, to as f64 / 16_000.0);
         // counted in the figures with the first audio captioned, like any start offset
@@ -741,6 +754,7 @@ mod tests {
 
         let stats = handle.stats();
         assert_eq!(stats.state, TrackState::Finished, "{stats:?}");
+        assert!(stats.model_load_s.is_some_and(|s| s > 0.0), "{stats:?}");
         let log = std::fs::read_to_string(dir.path().join("startup").join(LOG_FILE_NAME)).unwrap();
         let mut finals = String::new();
         for line in log.lines() {
