@@ -77,7 +77,11 @@ pub fn library() -> Option<&'static Path> {
 /// Builds a session for the model at `path` (one intra-op thread, full graph optimisation,
 /// weights shared with the other sessions of the model, see [`shared`]).
 pub fn session(path: &Path) -> Result<Session, OnnxError> {
-    session_from_memory(path, &read(path)?)
+    let bytes = read(path)?;
+    let session = build(path, &bytes);
+    drop(bytes);
+    release_free_memory();
+    session
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, OnnxError> {
@@ -100,18 +104,27 @@ pub fn edited_session(
     without_edit: &str,
 ) -> Result<(Session, bool), OnnxError> {
     let bytes = read(path)?;
-    match edit(&bytes) {
-        Ok(edited) => Ok((session_from_memory(path, &edited)?, true)),
+    let built = match edit(&bytes) {
+        Ok(edited) => build(path, &edited).map(|s| (s, true)),
         Err(e) => {
             tracing::warn!("{}: {e}; {without_edit}", path.display());
-            Ok((session_from_memory(path, &bytes)?, false))
+            build(path, &bytes).map(|s| (s, false))
         }
-    }
+    };
+    drop(bytes);
+    release_free_memory();
+    built
 }
 
 /// Builds a session from the serialized model `bytes` (read from, or derived from, `path`,
 /// which names it in errors), with the same policy as [`session`].
 pub fn session_from_memory(path: &Path, bytes: &[u8]) -> Result<Session, OnnxError> {
+    let session = build(path, bytes);
+    release_free_memory();
+    session
+}
+
+fn build(path: &Path, bytes: &[u8]) -> Result<Session, OnnxError> {
     let load = load_err(path);
     let mut builder = builder(path)?
         .with_prepacked_weights(shared::prepacked())
@@ -121,15 +134,13 @@ pub fn session_from_memory(path: &Path, bytes: &[u8]) -> Result<Session, OnnxErr
             .with_initializer(name, value)
             .map_err(|e| load(e.to_string()))?;
     }
-    let session = builder
+    builder
         .commit_from_memory(bytes)
-        .map_err(|e| load(e.to_string()));
-    release_free_memory();
-    session
+        .map_err(|e| load(e.to_string()))
 }
 
-/// Hands the heap pages freed by a model load (the file's bytes, ONNX Runtime's copy of the
-/// graph: tens of megabytes, freed in a scattered order) back to the system. Without it the
+/// Hands the heap pages freed by a model load (the file's bytes, the edited copy, ONNX Runtime's
+/// copy of the graph: tens of megabytes, freed in a scattered order) back to the system. Without it the
 /// allocator keeps them, and a process that loads models now and then (a track per participant)
 /// grows by their size: the corpus replay's peak went from 515 to 673 MB. A few milliseconds
 /// per session.
