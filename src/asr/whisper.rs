@@ -186,11 +186,6 @@ const ENC: &str = "whisper encoder";
 const DEC: &str = "whisper decoder";
 
 impl Whisper {
-    /// Loads a model from its files.
-    pub fn load(name: &str, files: &ModelFiles) -> Result<Self, AsrError> {
-        Self::load_with(name, files, Self::tokenizer(files)?)
-    }
-
     /// Reads the tokenizer of `files`. Immutable once read: share it between the instances of a
     /// model ([`Whisper::load_with`]), it weighs tens of megabytes and ~0.1 s to parse.
     pub fn tokenizer(files: &ModelFiles) -> Result<Arc<Tokenizer>, AsrError> {

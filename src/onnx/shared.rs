@@ -133,7 +133,10 @@ fn tensor(proto: &[u8]) -> Result<Option<(String, Arc<DynValue>)>, EditError> {
         .iter()
         .map(|&d| i64::try_from(d).map_err(|_| EditError::Wire("tensor dimension")))
         .collect::<Result<_, _>>()?;
-    let count: usize = dims.iter().map(|&d| d as usize).product();
+    let count = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(usize::try_from(d).ok()?))
+        .ok_or(EditError::Wire("tensor dimensions overflow"))?;
     let value: DynValue = match elem {
         FLOAT => make::<f32, 4>(&shape, raw, count, f32::from_le_bytes)?,
         UINT8 => make::<u8, 1>(&shape, raw, count, u8::from_le_bytes)?,
