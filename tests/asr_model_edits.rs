@@ -3,7 +3,7 @@
 //! the published decoder's logits (and the same self-attention cache), on both Whisper models;
 //! the mel front end without its 30 s window gives the published front end's first frames.
 
-mod common;
+use crate::common;
 
 use ort::session::Session;
 use ort::value::Tensor;

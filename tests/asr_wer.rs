@@ -2,9 +2,7 @@
 //! WER scorer. Bounds: English ≤ 10 % with whisper-base (synthetic utterances, the English
 //! meeting, real LibriVox recordings); French is reported, not bounded; non-speech gives no words.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use soustitre::stream::{LanguageSetting, StreamSettings};
 
 fn settings(lang: &str) -> StreamSettings {

@@ -10,7 +10,7 @@
 //!
 //! Run with `cargo test --release --test cli` (inference is slow in debug builds).
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

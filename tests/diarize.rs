@@ -4,11 +4,9 @@
 //! finals labelled and split at speaker changes, labels never revised and independent of how the
 //! audio was sliced.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use soustitre::captions::{CaptionEvent, validate_log};
 use soustitre::diarize::{

@@ -2,9 +2,7 @@
 //! `language = auto` and diarization, each voice keeps its own language lock (the dev corpus's
 //! English/French meeting, whisper-base), and the finals still do not depend on slicing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use soustitre::captions::{CaptionEvent, validate_log};
 use soustitre::diarize::DiarizeSettings;

@@ -3,11 +3,9 @@
 //! `POST /rooms/{room}/speakers/rename`, later captions carry the new name, the participant list
 //! lists it, and exports apply it to earlier captions too.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{corpus, read_wav, write_wav};
+use crate::common::{corpus, read_wav, write_wav};
 use soustitre::config::{CliOverrides, Env, ServiceConfig};
 use soustitre::server::Service;
 

@@ -2,11 +2,9 @@
 //! worker, captioner) with events stamped by the audio clock: deterministic figures that the
 //! real-time benchmark adds decode time to.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use soustitre::captions::CaptionEvent;
 use soustitre::media::DecodeSettings;
 use soustitre::run::{EventClock, Interrupt, caption_input_interruptible};

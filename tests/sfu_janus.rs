@@ -1,7 +1,7 @@
 //! Attaching to a real Janus VideoRoom (Debian's janus) with real webrtcbin publishers, inside a
 //! network namespace of the test's own (see `common/janus.rs`).
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use soustitre::sfu::media::{MediaSettings, RoomMedia};
 use soustitre::sfu::{AttachState, AttachStatus, RemoteParticipant, RoomSink};
 use tokio::sync::watch;
 
-use common::janus::{ICE_ADDRESS, JanusServer, ROOM, in_netns, url};
-use common::ws;
+use crate::common::janus::{ICE_ADDRESS, JanusServer, ROOM, in_netns, url};
+use crate::common::ws;
 
 /// Time given to publishers and soustitre to connect before the meeting clock starts.
 const CONNECT_LEAD: Duration = Duration::from_secs(22);
@@ -93,7 +93,10 @@ fn read_audio(source: &AudioSource, seconds: f64) -> (u64, Vec<f32>) {
 
 #[test]
 fn a_publishers_audio_reaches_its_participants_track() {
-    if !in_netns("a_publishers_audio_reaches_its_participants_track") {
+    if !in_netns(
+        module_path!(),
+        "a_publishers_audio_reaches_its_participants_track",
+    ) {
         return;
     }
     let _ = tracing_subscriber::fmt()
@@ -202,7 +205,8 @@ mod meeting {
     #[test]
     fn a_janus_meeting_is_captioned_per_participant_and_survives_a_janus_restart() {
         if !in_netns(
-            "meeting::a_janus_meeting_is_captioned_per_participant_and_survives_a_janus_restart",
+            module_path!(),
+            "a_janus_meeting_is_captioned_per_participant_and_survives_a_janus_restart",
         ) {
             return;
         }

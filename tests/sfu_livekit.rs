@@ -15,7 +15,7 @@
 //! unmute is captioned again on the same track; a participant leaving is reflected in the room's participant list; a dropped signalling socket
 //! leads to a rejoin with a freshly minted token and a `gap` on every track.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,9 +28,11 @@ use soustitre::sfu::livekit::transcription::{
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use common::janus::{ICE_ADDRESS, in_netns};
-use common::livekit::{Control, Person, Report, StandIn, StandInSettings, Streams, TextStream};
-use common::ws;
+use crate::common::janus::{ICE_ADDRESS, in_netns};
+use crate::common::livekit::{
+    Control, Person, Report, StandIn, StandInSettings, Streams, TextStream,
+};
+use crate::common::ws;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-livekit-e2e";
 const ORIGIN: &str = "https://visio.example";
@@ -132,7 +134,10 @@ fn truncated(file: &str) -> Vec<f32> {
 
 #[test]
 fn a_livekit_meeting_is_captioned_back_into_the_room_per_participant() {
-    if !in_netns("a_livekit_meeting_is_captioned_back_into_the_room_per_participant") {
+    if !in_netns(
+        module_path!(),
+        "a_livekit_meeting_is_captioned_back_into_the_room_per_participant",
+    ) {
         return;
     }
     let _ = tracing_subscriber::fmt()

@@ -9,7 +9,7 @@
 //! offer mode (`406` + offer, answer PATCHed), which soustitre supports beside RFC 9725's
 //! client offer; see `tests/fixtures/whep/server.mjs`.
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -24,8 +24,8 @@ use soustitre::captions::CaptionEvent;
 use soustitre::config::{CliOverrides, Env, ServiceConfig};
 use soustitre::server::Service;
 
-use common::janus::{ICE_ADDRESS, JanusServer, PORT, RTP_PORT, in_netns};
-use common::ws;
+use crate::common::janus::{ICE_ADDRESS, JanusServer, PORT, RTP_PORT, in_netns};
+use crate::common::ws;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-whep-e2e";
 const ORIGIN: &str = "https://stage.example";
@@ -322,7 +322,10 @@ fn last_end(stm: &Path) -> f64 {
 
 #[test]
 fn a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart() {
-    if !in_netns("a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart") {
+    if !in_netns(
+        module_path!(),
+        "a_whep_endpoint_is_captioned_and_survives_a_whep_server_restart",
+    ) {
         return;
     }
     let _ = tracing_subscriber::fmt()

@@ -1,9 +1,7 @@
 //! The streaming policy on real audio and real models: finals independent of buffer slicing,
 //! valid event logs, partials that are provisional then replaced, forced cuts.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use soustitre::captions::{CaptionEvent, EventKind, validate_log};
 use soustitre::stream::{Captioner, LanguageSetting, StreamSettings};

@@ -29,18 +29,23 @@ pub fn url() -> String {
 
 /// Runs the calling test inside its own network namespace. Returns `true` in the namespace (the
 /// test goes on); in the parent, runs the child and returns `false` once it passed (panics with
-/// its output otherwise).
-pub fn in_netns(test: &str) -> bool {
+/// its output otherwise). `module` is the caller's `module_path!()`, `name` its function's name:
+/// together they give the test's name in the harness (`sfu_janus::meeting::a_test`).
+pub fn in_netns(module: &str, name: &str) -> bool {
     if std::env::var_os(NETNS_ENV).is_some() {
         setup_network();
         return true;
     }
+    let test = match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{name}"),
+        None => name.to_owned(),
+    };
     let exe = std::env::current_exe().expect("test executable");
     let status = Command::new("unshare")
         .arg("-n")
         .arg("--")
         .arg(exe)
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .args([&test, "--exact", "--nocapture", "--test-threads=1"])
         .env(NETNS_ENV, "1")
         .status()
         .expect("unshare (util-linux) runs; the tests need root for network namespaces");
