@@ -144,6 +144,8 @@ pub struct CaptionerStats {
     pub skipped_partials: u64,
     /// Finals whose decode was done speculatively before the endpoint was confirmed.
     pub speculative_hits: u64,
+    /// Partials showing the words a speculative final decode heard at the start of a pause.
+    pub speculative_partials: u64,
     /// Speculative decodes thrown away because speech resumed.
     pub speculative_misses: u64,
     /// Decodes cut or dropped by a hallucination guard.
@@ -533,7 +535,8 @@ impl Captioner {
             let mut frame = [0.0f32; FRAME_SAMPLES];
             frame[..self.pending.len()].copy_from_slice(&self.pending);
             self.pending.clear();
-            self.on_frame(&frame, false, out)?;
+            // the final follows at once: no partial or speculative decode before it
+            self.on_frame(&frame, true, out)?;
         }
         if let Some(seg) = self.seg.take() {
             let pad = ms_to_samples(self.settings.speech_end_pad_ms);
@@ -672,6 +675,9 @@ impl Captioner {
         if silence >= pad && seg.speculative.is_none() {
             let end = seg.last_voiced_end + pad;
             let decoded = self.decode_final_audio(end)?;
+            if self.settings.partials {
+                self.show_speculative(&decoded, out)?;
+            }
             if let Some(seg) = self.seg.as_mut() {
                 seg.speculative = Some((end, decoded));
             }
@@ -1082,6 +1088,66 @@ impl Captioner {
         if speaking && words.len() > stable_words.max(1) && !seen_last {
             words.pop();
         }
+        let language = d.language.clone();
+        self.show_view(&words, language, out)
+    }
+
+    /// At the start of a pause (`speech_end_pad_ms` of silence) the speculative final decode has
+    /// heard the whole current part, including the words a partial holds back while they may
+    /// still be spoken (the last one) or that the last partial came too early for. When its
+    /// text goes on from the words the view shows (same words, case and punctuation aside), in
+    /// the view's language and without a guard, the words after them are shown at once, in a
+    /// partial, instead of at the next partial after the pause or at the final. Nothing else
+    /// changes: the partials' agreement goes on as before.
+    fn show_speculative(
+        &mut self,
+        d: &Decoded,
+        out: &mut Vec<CaptionEvent>,
+    ) -> Result<(), CaptionError> {
+        let Some(seg) = self.seg.as_ref() else {
+            return Ok(());
+        };
+        if !d.guards.is_empty()
+            || d.avg_logprob < LOGPROB_THRESHOLD
+            || (seg.language.is_some() && d.language != seg.language)
+        {
+            return Ok(());
+        }
+        let heard: Vec<&str> = d.text.split_whitespace().collect();
+        let before = seg.view_words.len();
+        let on_screen = seg
+            .view_words
+            .iter()
+            .chain(&seg.shown)
+            .map(|w| w.text.as_str());
+        if heard.len() <= before + seg.shown.len()
+            || !on_screen.zip(&heard).all(|(a, b)| same_word(a, b))
+        {
+            return Ok(());
+        }
+        let words: Vec<&str> = seg
+            .shown
+            .iter()
+            .map(|w| w.text.as_str())
+            .chain(heard[before + seg.shown.len()..].iter().copied())
+            .collect();
+        let words: Vec<String> = words.into_iter().map(str::to_string).collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        self.stats.speculative_partials += 1;
+        self.show_view(&words, d.language.clone(), out)
+    }
+
+    /// Emits the partial showing `words` as the open segment's view (the audio after the last
+    /// trim or joint), after the closed parts' words and those before a trim, unless the view
+    /// already shows them. The words are timed over the view's voiced audio.
+    fn show_view(
+        &mut self,
+        words: &[&str],
+        language: Option<String>,
+        out: &mut Vec<CaptionEvent>,
+    ) -> Result<(), CaptionError> {
+        let whisper = &self.whisper;
+        let seg = self.seg.as_mut().expect("segment is open");
         let text = words.join(" ");
         if text.is_empty() || text == seg.last_partial_text {
             return Ok(());
@@ -1118,7 +1184,7 @@ impl Captioner {
             .collect::<Vec<_>>()
             .join(" ");
         all.extend(timed);
-        let language = d.language.clone().or_else(|| Some("en".into()));
+        let language = language.or_else(|| Some("en".into()));
         let mut ev = self.make_event(EventKind::Partial, all, stable_text, language);
         if let Some(d) = &self.diarizer {
             ev.speaker = d
@@ -1775,6 +1841,18 @@ impl Captioner {
                 .collect(),
         }
     }
+}
+
+/// Whether two decodes' words are the same word, case and punctuation aside ("Budget," and
+/// "budget").
+fn same_word(a: &str, b: &str) -> bool {
+    let letters = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    letters(a) == letters(b)
 }
 
 /// Commits to the agreed prefix the words of the segment's latest partial that were shown
