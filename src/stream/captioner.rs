@@ -28,7 +28,9 @@
 //!   fewer than `stable_agreement` partials heard (the detector's first guess);
 //! * final: `endpoint_silence_ms` after the last voiced frame. The final's decode starts as soon
 //!   as `speech_end_pad_ms` of silence is in, so it is usually ready when the endpoint is
-//!   confirmed;
+//!   confirmed; when it goes on from the words on screen, the words it adds (the held-back last
+//!   word, typically) are shown at once in a partial, `speech_end_pad_ms` plus one decode after
+//!   the speech paused, instead of at the next partial after the pause or at the final;
 //! * forced cut: at `max_segment_s`, at the quietest frame of the last 3 s; the rest's first
 //!   partial is due at once;
 //! * language cut (`language_change_cut`, `auto` only): a joint cuts the segment instead, and
