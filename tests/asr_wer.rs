@@ -404,15 +404,6 @@ fn language_change_cut_leaves_one_language_alone() {
     );
 }
 
-/// Lower-case words of `text`, split at anything but letters and digits.
-fn plain_words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn joints_keep_the_turns_that_follow_without_a_pause() {
     // one microphone, `auto`, no diarization, default settings: English and French turns follow

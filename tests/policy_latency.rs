@@ -166,18 +166,6 @@ fn the_corpus_words_show_within_the_latency_target_before_decode_time() {
     assert!(finals <= 1.0, "final p95 {finals:.3} s after its end");
 }
 
-/// Lower-cased words without punctuation.
-fn plain_words(text: &str) -> Vec<String> {
-    text.split_whitespace()
-        .map(|w| {
-            w.chars()
-                .filter(|c| c.is_alphanumeric())
-                .flat_map(char::to_lowercase)
-                .collect()
-        })
-        .collect()
-}
-
 /// At the start of a pause the speculative final decode has heard the sentence's last word,
 /// which partials hold back while it may still be spoken: shown at once, the reader sees the
 /// whole sentence before the final in a good share of the segments. (Without it, only one of

@@ -1097,7 +1097,7 @@ impl Captioner {
     /// At the start of a pause (`speech_end_pad_ms` of silence) the speculative final decode has
     /// heard the whole current part, including the words a partial holds back while they may
     /// still be spoken (the last one) or that the last partial came too early for. When its
-    /// text goes on from the words the view shows (same words, case and punctuation aside), in
+    /// text goes on from the words the view shows (same words, compared [`normalized`]), in
     /// the view's language and without a guard, the words after them are shown at once, in a
     /// partial, instead of at the next partial after the pause or at the final. Nothing else
     /// changes: the partials' agreement goes on as before.
@@ -1116,27 +1116,26 @@ impl Captioner {
             return Ok(());
         }
         let heard: Vec<&str> = d.text.split_whitespace().collect();
-        let before = seg.view_words.len();
-        let on_screen = seg
+        let on_screen: Vec<&str> = seg
             .view_words
             .iter()
             .chain(&seg.shown)
-            .map(|w| w.text.as_str());
-        if heard.len() <= before + seg.shown.len()
-            || !on_screen.zip(&heard).all(|(a, b)| same_word(a, b))
-        {
+            .map(|w| w.text.as_str())
+            .collect();
+        let n = on_screen.len();
+        if heard.len() <= n || normalized(&on_screen) != normalized(&heard[..n]) {
             return Ok(());
         }
-        let words: Vec<&str> = seg
-            .shown
+        // the view's words as shown, then the ones heard after them
+        let words: Vec<String> = on_screen[seg.view_words.len()..]
             .iter()
-            .map(|w| w.text.as_str())
-            .chain(heard[before + seg.shown.len()..].iter().copied())
+            .chain(&heard[n..])
+            .map(|w| w.to_string())
             .collect();
-        let words: Vec<String> = words.into_iter().map(str::to_string).collect();
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         self.stats.speculative_partials += 1;
-        self.show_view(&words, d.language.clone(), out)
+        let language = d.language.clone();
+        self.show_view(&words, language, out)
     }
 
     /// Emits the partial showing `words` as the open segment's view (the audio after the last
@@ -1843,18 +1842,6 @@ impl Captioner {
                 .collect(),
         }
     }
-}
-
-/// Whether two decodes' words are the same word, case and punctuation aside ("Budget," and
-/// "budget").
-fn same_word(a: &str, b: &str) -> bool {
-    let letters = |s: &str| {
-        s.chars()
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_lowercase)
-            .collect::<String>()
-    };
-    letters(a) == letters(b)
 }
 
 /// Commits to the agreed prefix the words of the segment's latest partial that were shown

@@ -15,6 +15,15 @@ use soustitre::engine::Engine;
 use soustitre::media::DecodeSettings;
 use soustitre::stream::StreamSettings;
 
+/// Lower-case words of `text`, split at anything but letters and digits.
+pub fn plain_words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// `../shared` beside the checkout.
 pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
