@@ -13,8 +13,11 @@
 //!   [`OFFLINE_WINDOW_S`] cut at the quietest frames. It also shows what decoding from the start
 //!   of the speech instead of from the start of the file changes.
 //!
-//! Figures: WER (streaming and both offline, and the ratios), partial and final latency p50/p95 as
-//! `latency.py` defines them, real-time factor (inference seconds per audio second), process CPU
+//! Figures: WER (streaming and both offline, and the ratios) and partial and final latency p50/p95
+//! as `latency.py` defines them, over all files and per group (`en`, `fr`, ... by the language
+//! of each file's description, `mixed` when it gives several, `real` for recorded speech), so
+//! that a figure pooled over the corpus does not hide a language or kind of speech; real-time
+//! factor (inference seconds per audio second), process CPU
 //! seconds per audio second, and peak resident memory; and the steadiness of the partials
 //! (flicker and corrections by the final, see [`crate::captions::stability`]).
 //!
@@ -190,6 +193,8 @@ pub struct Pooled {
     pub segment_ratio: f64,
     /// Streaming errors over whole-file offline errors.
     pub file_ratio: f64,
+    /// `latency.py --json` over the group's streaming logs (null before it is scored).
+    pub latency: serde_json::Value,
 }
 
 /// The whole report.
@@ -379,17 +384,28 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
             diarization,
         });
         if s.n > 0 {
-            logs.push(log_path.clone());
+            logs.push((log_path.clone(), files.len() - 1));
         }
         pairs_stream.push(log_path);
         pairs_offline.push(off_path);
     }
-    let latency = if logs.is_empty() {
+    let all_logs: Vec<PathBuf> = logs.iter().map(|(p, _)| p.clone()).collect();
+    let latency = if all_logs.is_empty() {
         serde_json::Value::Null
     } else {
-        score_latency(&score_dir, &logs)?
+        score_latency(&score_dir, &all_logs)?
     };
-    let pooled = pool(&files);
+    let mut pooled = pool(&files);
+    for p in &mut pooled {
+        let group_logs: Vec<PathBuf> = logs
+            .iter()
+            .filter(|(_, i)| group_of(&files[*i]) == p.group)
+            .map(|(l, _)| l.clone())
+            .collect();
+        if !group_logs.is_empty() {
+            p.latency = score_latency(&score_dir, &group_logs)?;
+        }
+    }
     let mut steadiness = Stability::default();
     for f in files.iter().filter(|f| f.ref_words > 0) {
         steadiness.add(&f.stability);
@@ -549,14 +565,20 @@ fn error_ratio(errors: u64, reference_errors: u64) -> f64 {
     }
 }
 
+/// The pooling group of a file: `real` for recorded speech, else its language (`mixed` when
+/// its description gives several).
+fn group_of(f: &FileFigures) -> String {
+    if f.name.contains("real/") {
+        "real".to_string()
+    } else {
+        f.language.clone().unwrap_or_else(|| "mixed".into())
+    }
+}
+
 fn pool(files: &[FileFigures]) -> Vec<Pooled> {
     let mut groups: Vec<(String, Vec<&FileFigures>)> = Vec::new();
     for f in files.iter().filter(|f| f.ref_words > 0) {
-        let g = if f.name.contains("real/") {
-            "real".to_string()
-        } else {
-            f.language.clone().unwrap_or_else(|| "mixed".into())
-        };
+        let g = group_of(f);
         match groups.iter_mut().find(|(n, _)| *n == g) {
             Some((_, v)) => v.push(f),
             None => groups.push((g, vec![f])),
@@ -579,6 +601,7 @@ fn pool(files: &[FileFigures]) -> Vec<Pooled> {
                 offline_wer: pct(oe),
                 segment_ratio: error_ratio(se, ge),
                 file_ratio: error_ratio(se, oe),
+                latency: serde_json::Value::Null,
             }
         })
         .collect()
@@ -642,12 +665,6 @@ impl BenchReport {
                 p.file_ratio
             );
         }
-        let lat = |k: &str, q: &str| {
-            self.latency
-                .get(k)
-                .and_then(|v| v.get(q))
-                .and_then(|v| v.as_f64())
-        };
         s += "\nlatency (s)                 p50     p95\n";
         for k in [
             "partial_word_first_seen",
@@ -656,8 +673,27 @@ impl BenchReport {
             "final_event",
             "final_minus_segment_end",
         ] {
-            if let (Some(a), Some(b)) = (lat(k, "p50"), lat(k, "p95")) {
+            if let (Some(a), Some(b)) = (
+                latency_figure(&self.latency, k, "p50"),
+                latency_figure(&self.latency, k, "p95"),
+            ) {
                 s += &format!("  {k:<24} {a:>6.3}  {b:>6.3}\n");
+            }
+        }
+        if self.pooled.iter().any(|p| !p.latency.is_null()) {
+            s += "\nlatency by group (s)   partial word p50    p95   final after speech p50    p95\n";
+            for p in &self.pooled {
+                let f = |k: &str, q: &str| {
+                    latency_figure(&p.latency, k, q).map_or("-".to_string(), |v| format!("{v:.3}"))
+                };
+                s += &format!(
+                    "  {:<8} {:>20} {:>6} {:>24} {:>6}\n",
+                    p.group,
+                    f("partial_word_first_seen", "p50"),
+                    f("partial_word_first_seen", "p95"),
+                    f("final_minus_segment_end", "p50"),
+                    f("final_minus_segment_end", "p95"),
+                );
             }
         }
         if let (Some(f), Some(m)) = (self.flicker_percent, self.final_mismatch_percent) {
@@ -967,6 +1003,11 @@ fn parse_wer_line(text: &str) -> Option<WerCounts> {
         errors: s + d + i,
         hyp_words: num("hyp words=").unwrap_or(0),
     })
+}
+
+/// One figure (`q`: p50, p95, ...) of one measure (`k`) of a `latency.py --json` report.
+fn latency_figure(latency: &serde_json::Value, k: &str, q: &str) -> Option<f64> {
+    latency.get(k)?.get(q)?.as_f64()
 }
 
 fn score_latency(score_dir: &Path, logs: &[PathBuf]) -> Result<serde_json::Value, BenchError> {

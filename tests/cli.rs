@@ -808,3 +808,71 @@ fn ctrl_c_finishes_the_open_caption_and_writes_the_outputs() {
         "the subtitles hold every final"
     );
 }
+
+/// `bench` on the synthetic English utterances in audio-clock mode (deterministic latency): a
+/// table and a JSON report whose per-file, pooled and per-group latency figures agree with each
+/// other and with the scorers run on the logs it leaves.
+#[test]
+fn bench_reports_wer_and_latency_per_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, json) = (tmp.path().join("out"), tmp.path().join("bench.json"));
+    let run = Run::of(
+        soustitre()
+            .arg("bench")
+            .arg(CORPUS)
+            .args(["--filter", "utterances/synth/en_0", "--audio-clock"])
+            .arg("--out-dir")
+            .arg(&out)
+            .arg("--json")
+            .arg(&json),
+    );
+    run.assert_success();
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "{report:#}");
+    let pooled = report["pooled"].as_array().unwrap();
+    assert_eq!(pooled.len(), 1, "one language group: {report:#}");
+    let en = &pooled[0];
+    assert_eq!(en["group"], "en");
+    let words: u64 = files.iter().map(|f| f["ref_words"].as_u64().unwrap()).sum();
+    assert_eq!(en["ref_words"].as_u64(), Some(words));
+    // one group: its latency is the whole run's, scored over the same logs
+    assert_eq!(en["latency"], report["latency"], "{report:#}");
+    let partial = &en["latency"]["partial_word_first_seen"];
+    let shown = partial["count"].as_u64().unwrap();
+    assert!(shown >= words / 2, "{shown} partial words of {words}");
+    let p95 = partial["p95"].as_f64().unwrap();
+    assert!(
+        (0.0..=0.8).contains(&p95),
+        "English partial p95 {p95} s, audio clock"
+    );
+    let final_p95 = en["latency"]["final_minus_segment_end"]["p95"]
+        .as_f64()
+        .unwrap();
+    assert!(final_p95 <= 1.0, "final p95 {final_p95} s");
+    // the table shows the group's row with the same figures
+    let row = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("latency by group"))
+        .find(|l| l.trim_start().starts_with("en "))
+        .unwrap_or_else(|| panic!("no group row: {}", run.describe()));
+    assert!(row.contains(&format!("{p95:.3}")), "{row}");
+    // the logs it leaves score the same with the scorer
+    let logs: Vec<PathBuf> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    assert_eq!(logs.len(), 3);
+    let scored = Command::new("python3")
+        .arg(Path::new(CORPUS).join("../../score/latency.py"))
+        .args(&logs)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(scored.status.success());
+    let scored: serde_json::Value = serde_json::from_slice(&scored.stdout).unwrap();
+    assert_eq!(scored["partial_word_first_seen"], *partial);
+}
