@@ -17,9 +17,9 @@
 //! as `latency.py` defines them, over all files and per group (`en`, `fr`, ... by the language
 //! of each file's description, `mixed` when it gives several, `real` for recorded speech), so
 //! that a figure pooled over the corpus does not hide a language or kind of speech; real-time
-//! factor (inference seconds per audio second), process CPU
-//! seconds per audio second, and peak resident memory; and the steadiness of the partials
-//! (flicker and corrections by the final, see [`crate::captions::stability`]).
+//! factor (inference seconds per audio second), process CPU seconds per audio second, and peak
+//! resident memory; and the steadiness of the partials (flicker and corrections by the final,
+//! see [`crate::captions::stability`]).
 //!
 //! With `--audio-clock`, the files are decoded as fast as possible, no partial is skipped and
 //! every event is stamped with the audio consumed when it was emitted
