@@ -34,18 +34,27 @@ pub fn corpus(rel: &str) -> PathBuf {
     shared().join("corpus/dev").join(rel)
 }
 
+/// The engine of `model` in `cells` (one per model the tests use: whisper-base, whisper-tiny.en),
+/// made by `prepare` the first time in this test process (the tests of one binary share a
+/// process under `cargo test`).
+fn once_per_model<E: std::fmt::Display>(
+    cells: &'static [OnceLock<Engine>; 2],
+    model: &str,
+    prepare: fn(&str) -> Result<Engine, E>,
+) -> &'static Engine {
+    let cell = &cells[usize::from(model == "whisper-tiny.en")];
+    let e = cell.get_or_init(|| {
+        prepare(model)
+            .unwrap_or_else(|e| panic!("models and ONNX Runtime are set up (make setup): {e}"))
+    });
+    assert_eq!(e.model(), model, "a model the tests prepare");
+    e
+}
+
 /// The engine for `model`, prepared once per model and test process.
 pub fn engine(model: &str) -> &'static Engine {
-    static BASE: OnceLock<Engine> = OnceLock::new();
-    static TINY: OnceLock<Engine> = OnceLock::new();
-    let cell = if model == "whisper-tiny.en" {
-        &TINY
-    } else {
-        &BASE
-    };
-    cell.get_or_init(|| {
-        Engine::prepare_default(model).expect("models and ONNX Runtime are set up (make setup)")
-    })
+    static CELLS: [OnceLock<Engine>; 2] = [OnceLock::new(), OnceLock::new()];
+    once_per_model(&CELLS, model, Engine::prepare_default)
 }
 
 /// Writes `samples` as a 16 kHz mono 16-bit PCM WAV file.
@@ -169,22 +178,10 @@ pub fn word_count(events: &[CaptionEvent]) -> usize {
         .sum()
 }
 
-/// The engine for `model` with the diarization model, prepared once per model and test process
-/// (the tests of one binary share a process under `cargo test`).
+/// The engine for `model` with the diarization model, prepared once per model and test process.
 pub fn diarize_engine(model: &str) -> &'static Engine {
-    static BASE: OnceLock<Engine> = OnceLock::new();
-    static TINY: OnceLock<Engine> = OnceLock::new();
-    let cell = if model == "whisper-tiny.en" {
-        &TINY
-    } else {
-        &BASE
-    };
-    let e = cell.get_or_init(|| {
-        Engine::prepare_default_with_diarization(model)
-            .expect("models and ONNX Runtime are set up (make setup)")
-    });
-    assert_eq!(e.model(), model, "a model the tests prepare");
-    e
+    static CELLS: [OnceLock<Engine>; 2] = [OnceLock::new(), OnceLock::new()];
+    once_per_model(&CELLS, model, Engine::prepare_default_with_diarization)
 }
 
 /// DER (fraction) of hypothesis RTTM `hyp` against reference RTTM `reference`, scored by the
