@@ -16,12 +16,13 @@
 //!   decode only the audio after it, so the next sentence shows at the next partial (finals
 //!   still decode the whole segment); with `auto`, if the speech after it is heard in another
 //!   language (one short probe), the segment gets a *joint* there instead: the part before is
-//!   decoded as a final at once, its words stay shown, and later partials decode only the
-//!   audio after the joint, in the language heard. A turn that follows another in a different
-//!   language without an endpoint pause is then shown about a second after it starts, and is
-//!   neither dropped nor translated into the previous turn's language. The segment's final
-//!   joins the parts' decodes (only the last part is decoded at the endpoint); its `language`
-//!   is that of most of its words. When a partial's detection switches language, the words
+//!   decoded and emitted as a final at once, in its own language, and the speech after the
+//!   joint goes on under a new segment id, its partials decoding only the audio after the
+//!   joint, in the language heard. A turn that follows another in a different language
+//!   without an endpoint pause is then shown about a second after it starts, and is neither
+//!   dropped nor translated into the previous turn's language; the previous turn's final comes
+//!   at the joint (1-2 s after its end), not at the next endpoint, and no final mixes two
+//!   languages under one `language`. When a partial's detection switches language, the words
 //!   read longer than `revision_window_ms` ago stay shown (the partials are trimmed at the
 //!   pause after them) and the next partial, at the same time, shows the speech after them in
 //!   the new language: a switch rewrites no word already read, except those of a language
@@ -203,10 +204,9 @@ struct Segment {
     /// Another language the latest tail probe confidently heard (`auto` only): a second
     /// probe agreeing with it cuts the segment.
     probe: Option<String>,
-    /// Frame where the part of the segment that partials decode starts (0 until a joint).
+    /// Frame where the part of the segment that partials decode starts (0 until a joint; the
+    /// audio before it has had its final).
     part_start: usize,
-    /// The parts before `part_start`, each closed by a joint.
-    parts: Vec<Part>,
     /// Frame where the audio partials decode starts (`part_start` until a trim moves it past
     /// a sentence the hypothesis was stuck at; the final still decodes the whole part).
     view_start: usize,
@@ -216,18 +216,6 @@ struct Segment {
     view_tokens: Vec<u32>,
     /// The words after `view_start` the latest partial showed.
     shown: Vec<TimedWord>,
-}
-
-/// A part of a segment closed by a joint: the decoder had stopped at a sentence end while
-/// speech in another language went on without an endpoint pause. Later partials decode only
-/// the audio after it and show its words as they were; the segment's final joins the parts'
-/// own decodes.
-struct Part {
-    /// Its words as the partials showed them.
-    shown: Vec<TimedWord>,
-    /// Its final words and their language, decoded at the joint.
-    words: Vec<TimedWord>,
-    language: Option<String>,
 }
 
 /// The latest partial hypothesis of a segment, as the partial policy needs it.
@@ -277,7 +265,6 @@ impl Segment {
             speculative: None,
             probe: None,
             part_start: 0,
-            parts: Vec::new(),
             view_start: 0,
             view_words: Vec::new(),
             view_tokens: Vec::new(),
@@ -810,7 +797,7 @@ impl Captioner {
                     self.stats.language_cuts += 1;
                     self.cut_at(cut, out)?;
                 } else {
-                    self.close_part(cut)?;
+                    self.close_part(cut, out)?;
                 }
                 // the rest goes on in the language heard after the joint
                 if let Some(seg) = self.seg.as_mut() {
@@ -1172,12 +1159,7 @@ impl Captioner {
         // (the next partial settles those it must keep: see settle_shown)
         seg.shown = timed.clone();
         // the closed parts' words and those before a trim stay as they were shown
-        let mut all: Vec<TimedWord> = seg
-            .parts
-            .iter()
-            .flat_map(|p| p.shown.iter().cloned())
-            .chain(seg.view_words.iter().cloned())
-            .collect();
+        let mut all: Vec<TimedWord> = seg.view_words.clone();
         let stable_text = all
             .iter()
             .map(|w| w.text.as_str())
@@ -1273,20 +1255,28 @@ impl Captioner {
     }
 
     /// Closes the open segment's current part at its frame `cut` (a joint): the part is decoded
-    /// as a final now (its words stay shown as they were, its text becomes the decoding
-    /// context), and the partials go on with the audio after it.
-    fn close_part(&mut self, cut: usize) -> Result<(), CaptionError> {
+    /// and its final emitted at once, in its own language (its text becomes the decoding
+    /// context), and the segment goes on under a new id, its partials decoding and showing only
+    /// the audio after the joint. The words are those a final at the endpoint would have had
+    /// for that audio: a joint changes when they are final, not what they are.
+    fn close_part(&mut self, cut: usize, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
         let mut seg = self.seg.take().expect("segment is open");
         let (from, to) = (seg.part_start * FRAME_SAMPLES, cut * FRAME_SAMPLES);
+        let (start, end) = (seg.start + from as u64, seg.start + to as u64);
         let window = FinalWindow {
             audio: &seg.audio[from..to],
             probs: &seg.probs[seg.part_start..cut],
-            start: seg.start + from as u64,
-            last_voiced_end: seg.last_voiced_end.min(seg.start + to as u64),
+            start,
+            last_voiced_end: seg.last_voiced_end.min(end),
             language: seg.language.as_ref(),
         };
-        let decoded = self.final_words(window, None, 0);
-        let (words, language) = match decoded {
+        let decoded = self.final_words(window, None, 0).and_then(|d| {
+            Ok((
+                d,
+                self.record_turns(start, &seg.probs[seg.part_start..cut], end)?,
+            ))
+        });
+        let ((words, language), ()) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 self.seg = Some(seg);
@@ -1298,29 +1288,29 @@ impl Captioner {
         tracing::debug!(
             track = %self.track,
             at_s = self.pos as f64 / SAMPLE_RATE,
-            joint_s = (seg.start + to as u64) as f64 / SAMPLE_RATE,
+            joint_s = end as f64 / SAMPLE_RATE,
             language = ?language,
             part = %words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "),
             "joint"
         );
-        let mut shown = std::mem::take(&mut seg.view_words);
-        shown.append(&mut seg.shown);
+        seg.view_words.clear();
+        seg.shown.clear();
         seg.view_tokens.clear();
-        let context = (!words.is_empty()).then(|| (words.clone(), language.clone()));
-        seg.parts.push(Part {
-            shown,
-            words,
-            language,
-        });
         seg.part_start = cut;
         seg.view_start = cut;
         seg.restart_partials(self.settings.stable_agreement);
         seg.speculative = None;
         seg.probe = None;
         self.seg = Some(seg);
-        if let Some((words, language)) = context {
-            self.remember_context(&words, language.as_deref())?;
+        self.remember_context(&words, language.as_deref())?;
+        if !words.is_empty() || self.seg.as_ref().is_some_and(|s| s.id.is_some()) {
+            self.emit_finals(words, language.or_else(|| Some("en".into())), out)?;
         }
+        // what follows the joint is a segment of its own
+        let seg = self.seg.as_mut().expect("segment is open");
+        seg.id = None;
+        seg.revision = 0;
+        seg.last_partial_text.clear();
         Ok(())
     }
 
@@ -1470,7 +1460,8 @@ impl Captioner {
         if voiced_ms < self.settings.min_speech_ms as u64 && seg.id.is_none() {
             return Ok(());
         }
-        self.record_turns(seg.start, &seg.probs, end)?;
+        let part_start = seg.start + (seg.part_start * FRAME_SAMPLES) as u64;
+        self.record_turns(part_start, &seg.probs[seg.part_start..], end)?;
         let had_spec = seg.speculative.as_ref().is_some_and(|(e, _)| *e == end);
         let mut seg = seg;
         let pre = if had_spec {
@@ -1481,13 +1472,8 @@ impl Captioner {
         };
         let n = (end - seg.start) as usize;
         let n_frames = n.div_ceil(FRAME_SAMPLES).min(seg.probs.len());
-        // the parts closed by joints, then the current one (empty when a cut fell on a joint)
-        let mut parts: Vec<(Vec<TimedWord>, Option<String>)> = std::mem::take(&mut seg.parts)
-            .into_iter()
-            .map(|p| (p.words, p.language))
-            .collect();
-        let mut current = false;
-        if n_frames > seg.part_start {
+        // the audio since the latest joint (none when a cut fell on a joint)
+        let (timed, language) = if n_frames > seg.part_start {
             let a = seg.part_start * FRAME_SAMPLES;
             let window = FinalWindow {
                 audio: &seg.audio[a..n],
@@ -1496,51 +1482,42 @@ impl Captioner {
                 last_voiced_end: seg.last_voiced_end.min(end),
                 language: seg.language.as_ref(),
             };
-            parts.push(self.final_words(window, pre, 0)?);
-            current = true;
-        }
-        let n_parts = parts.len();
-        let mut timed: Vec<TimedWord> = Vec::new();
-        // words per language, and the language of the last part with words
-        let mut counts: Vec<(String, usize)> = Vec::new();
-        let mut last: Option<String> = None;
-        for (i, (words, language)) in parts.into_iter().enumerate() {
-            if words.is_empty() {
-                continue;
-            }
-            if current && i + 1 == n_parts {
-                // the closed parts are in the context since their joints
-                self.remember_context(&words, language.as_deref())?;
-            }
-            let language = language.unwrap_or_else(|| "en".into());
-            match counts.iter_mut().find(|(l, _)| *l == language) {
-                Some((_, k)) => *k += words.len(),
-                None => counts.push((language.clone(), words.len())),
-            }
-            last = Some(language);
-            timed.extend(words);
-        }
-        // a final joining parts in two languages carries the language of most of its words
-        // (the first such language on a tie: max_by_key keeps the last of the reversed list)
-        let language = counts
-            .iter()
-            .rev()
-            .max_by_key(|c| c.1)
-            .map(|(l, _)| l.clone());
-        if let Some(lang) = &last
-            && self.settings.language == LanguageSetting::Auto
-        {
-            // the latest speech sets the lock
-            self.locked_language = Some(lang.clone());
-            if let Some(v) = self.voice_of(seg.start, end)? {
-                self.voice_languages.insert(v, lang.clone());
+            self.final_words(window, pre, 0)?
+        } else {
+            (Vec::new(), None)
+        };
+        self.remember_context(&timed, language.as_deref())?;
+        // (a final without words says nothing of the language: the default)
+        let language = match language {
+            Some(l) if !timed.is_empty() => l,
+            _ => "en".to_string(),
+        };
+        if !timed.is_empty() {
+            if self.settings.language == LanguageSetting::Auto {
+                // the latest speech sets the lock
+                self.locked_language = Some(language.clone());
+                if let Some(v) = self.voice_of(part_start, end)? {
+                    self.voice_languages.insert(v, language.clone());
+                }
             }
         }
         if timed.is_empty() && seg.id.is_none() {
             return Ok(());
         }
         self.seg = Some(seg);
-        let language = language.or_else(|| Some("en".into()));
+        let emitted = self.emit_finals(timed, Some(language), out);
+        self.seg = None;
+        emitted
+    }
+
+    /// Emits the final of the open segment's words `timed`, one final per speaker run (the first
+    /// run keeps the segment's id, later runs get new ids): a final never mixes speakers.
+    fn emit_finals(
+        &mut self,
+        timed: Vec<TimedWord>,
+        language: Option<String>,
+        out: &mut Vec<CaptionEvent>,
+    ) -> Result<(), CaptionError> {
         let runs = self.speaker_runs(&timed)?;
         let mut rest = timed;
         for (i, (n, speaker)) in runs.into_iter().enumerate() {
@@ -1563,7 +1540,6 @@ impl Captioner {
             self.stats.finals += 1;
             out.push(ev);
         }
-        self.seg = None;
         Ok(())
     }
 

@@ -141,15 +141,16 @@ pub struct StreamSettings {
     /// Languages `auto` detects among (codes; empty: every language of the model). A short
     /// list makes detection much steadier on short segments and accented speech.
     pub auto_languages: Vec<String>,
-    /// With `language = auto`: turns in two languages that follow each other without an
-    /// endpoint pause (people sharing a microphone without diarization, a speaker switching
-    /// language) each get a final of their own, in their own language. Without it such turns
-    /// are kept apart inside one segment by joints (decoded each in its language, then joined
-    /// in one final carrying the language of most of its words). With it a joint cuts the
-    /// segment, and each partial also probes the segment's latest 2 s and cuts it where
-    /// another language starts. Costs one short encoder pass per partial; the final of a cut
-    /// turn comes 1-3 s after its end (the new language must be heard first). Ignored with a
-    /// fixed language.
+    /// With `language = auto`, a second way of parting turns in two languages that follow each
+    /// other without an endpoint pause (people sharing a microphone without diarization, a
+    /// speaker switching language). By default they are parted by joints: where the partial
+    /// hypothesis stopped at the end of a turn while speech went on, and the speech after it
+    /// is heard in another language, the turn's final is emitted at once, in its language.
+    /// With this on, a joint cuts the segment instead, and each partial also probes the
+    /// segment's latest 2 s and cuts it where another language starts, also when the decoder
+    /// goes on translating the new turn. Costs one short encoder pass per partial; the final
+    /// of a cut turn comes 1-3 s after its end (the new language must be heard first).
+    /// Ignored with a fixed language.
     pub language_change_cut: bool,
     /// Decode finals with timestamp tokens (better word times).
     pub timestamps: bool,
