@@ -1126,8 +1126,8 @@ impl Captioner {
     }
 
     /// Emits the partial showing `words` as the open segment's view (the audio after the last
-    /// trim or joint), after the closed parts' words and those before a trim, unless the view
-    /// already shows them. The words are timed over the view's voiced audio.
+    /// trim or joint), after the words shown before a trim, unless the view already shows
+    /// them. The words are timed over the view's voiced audio.
     fn show_view(
         &mut self,
         words: &[&str],
@@ -1158,7 +1158,7 @@ impl Captioner {
         let timed = spread_words(&words, t0, t1, &voiced);
         // (the next partial settles those it must keep: see settle_shown)
         seg.shown = timed.clone();
-        // the closed parts' words and those before a trim stay as they were shown
+        // the words before a trim stay as they were shown
         let mut all: Vec<TimedWord> = seg.view_words.clone();
         let stable_text = all
             .iter()
@@ -1421,7 +1421,7 @@ impl Captioner {
     /// new segment.
     fn cut_at(&mut self, cut: usize, out: &mut Vec<CaptionEvent>) -> Result<(), CaptionError> {
         let mut seg = self.seg.take().expect("segment is open");
-        // a cut never splits the closed parts again: the latest joint is a pause already
+        // a cut never reaches back past the latest joint (its final is out; it is a pause)
         let cut = cut.clamp(seg.part_start.max(1), seg.probs.len().max(1));
         let cut_sample = seg.start + (cut * FRAME_SAMPLES) as u64;
         let rest_audio = seg.audio.split_off(cut * FRAME_SAMPLES);
@@ -1492,13 +1492,11 @@ impl Captioner {
             Some(l) if !timed.is_empty() => l,
             _ => "en".to_string(),
         };
-        if !timed.is_empty() {
-            if self.settings.language == LanguageSetting::Auto {
-                // the latest speech sets the lock
-                self.locked_language = Some(language.clone());
-                if let Some(v) = self.voice_of(part_start, end)? {
-                    self.voice_languages.insert(v, language.clone());
-                }
+        if !timed.is_empty() && self.settings.language == LanguageSetting::Auto {
+            // the latest speech sets the lock
+            self.locked_language = Some(language.clone());
+            if let Some(v) = self.voice_of(part_start, end)? {
+                self.voice_languages.insert(v, language.clone());
             }
         }
         if timed.is_empty() && seg.id.is_none() {
