@@ -447,19 +447,7 @@ fn joints_keep_the_turns_that_follow_without_a_pause() {
     // each joint emits the final of the turn it closes, in that turn's language: a final's
     // words lie in reference turns of its own language (joined in one final, the first
     // segments mixed both, a third of their words under the other language's label)
-    let turns: Vec<(f64, f64, String)> = v["utterances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| {
-            let t = |k: &str| u[k].as_f64().unwrap();
-            (
-                t("start"),
-                t("end"),
-                u["language"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let turns = reference_turns(meeting);
     for e in events
         .iter()
         .filter(|e| e.is_final() && !e.words.is_empty())

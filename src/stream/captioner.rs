@@ -1271,12 +1271,10 @@ impl Captioner {
             language: seg.language.as_ref(),
         };
         let decoded = self.final_words(window, None, 0).and_then(|d| {
-            Ok((
-                d,
-                self.record_turns(start, &seg.probs[seg.part_start..cut], end)?,
-            ))
+            self.record_turns(start, &seg.probs[seg.part_start..cut], end)
+                .map(|()| d)
         });
-        let ((words, language), ()) = match decoded {
+        let (words, language) = match decoded {
             Ok(d) => d,
             Err(e) => {
                 self.seg = Some(seg);
